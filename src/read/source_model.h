@@ -1,0 +1,71 @@
+#pragma once
+// The source model as logical tensors: every MLX quantized triplet (weight, scales, biases) becomes one tensor
+// with its logical (dequantized) shape, read row by row as float32, or as raw packed rows for lossless repacking.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "read/model_folder.h"
+#include "read/quant_config.h"
+
+namespace mlx2gguf {
+
+class SourceTensor {
+ public:
+  static SourceTensor plain(const StoredTensor& stored);
+  static SourceTensor quantized(const StoredTensor& weight, const StoredTensor& scales, const StoredTensor* biases,
+                                const QuantSpec& spec);
+
+  const std::string& name() const { return name_; }
+  // Logical row-major shape, e.g. [out, in] for a linear layer, [E, out, in] for stacked experts.
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t row_length() const { return shape_.empty() ? 1 : shape_.back(); }
+  int64_t row_count() const;
+  int64_t element_count() const { return row_count() * row_length(); }
+
+  const std::optional<QuantSpec>& quant() const { return quant_; }
+  // Storage type of the values (plain tensors) or of the scales/biases (affine).
+  DType value_dtype() const { return value_dtype_; }
+
+  // Rows [first, first + count) as float32, dequantized when the tensor is quantized.
+  void read_rows(int64_t first, int64_t count, float* out) const;
+
+  // Raw storage, for lossless repacking: packed codes, scales and biases of one row.
+  const StoredTensor& weight() const { return *weight_; }
+  const StoredTensor* scales() const { return scales_; }
+  const StoredTensor* biases() const { return biases_; }
+  int64_t packed_row_bytes() const { return weight_->bytes.size() / static_cast<size_t>(row_count()); }
+  int64_t groups_per_row() const { return quant_ ? row_length() / quant_->group_size : 0; }
+
+ private:
+  std::string name_;
+  std::vector<int64_t> shape_;
+  std::optional<QuantSpec> quant_;
+  DType value_dtype_ = DType::F32;
+  const StoredTensor* weight_ = nullptr;
+  const StoredTensor* scales_ = nullptr;
+  const StoredTensor* biases_ = nullptr;
+};
+
+class SourceModel {
+ public:
+  static SourceModel open(const std::filesystem::path& dir);
+
+  const ModelFolder& folder() const { return folder_; }
+  const nlohmann::json& config() const { return folder_.text_config(); }
+  const QuantConfig& quant_config() const { return quant_config_; }
+
+  const std::map<std::string, SourceTensor>& tensors() const { return tensors_; }
+  const SourceTensor* find(const std::string& name) const;
+  const SourceTensor& require(const std::string& name) const;
+  bool has(const std::string& name) const { return find(name) != nullptr; }
+
+ private:
+  ModelFolder folder_;
+  QuantConfig quant_config_;
+  std::map<std::string, SourceTensor> tensors_;
+};
+
+}  // namespace mlx2gguf

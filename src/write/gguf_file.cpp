@@ -1,0 +1,260 @@
+#include "write/gguf_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "util/error.h"
+
+namespace mlx2gguf {
+
+namespace {
+
+uint64_t pad_to(uint64_t x, uint64_t alignment) { return (x + alignment - 1) / alignment * alignment; }
+
+class ByteSink {
+ public:
+  template <typename T>
+  void pod(T value) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&value);
+    bytes.insert(bytes.end(), p, p + sizeof(T));
+  }
+  void string(const std::string& s) {
+    pod<uint64_t>(s.size());
+    bytes.insert(bytes.end(), s.begin(), s.end());
+  }
+  std::vector<uint8_t> bytes;
+};
+
+void write_element(ByteSink& out, const GgufValue& v, GgufType t, size_t i) {
+  switch (t) {
+    case GgufType::UINT8: out.pod<uint8_t>(static_cast<uint8_t>(v.ints[i])); break;
+    case GgufType::INT8: out.pod<int8_t>(static_cast<int8_t>(v.ints[i])); break;
+    case GgufType::UINT16: out.pod<uint16_t>(static_cast<uint16_t>(v.ints[i])); break;
+    case GgufType::INT16: out.pod<int16_t>(static_cast<int16_t>(v.ints[i])); break;
+    case GgufType::UINT32: out.pod<uint32_t>(static_cast<uint32_t>(v.ints[i])); break;
+    case GgufType::INT32: out.pod<int32_t>(static_cast<int32_t>(v.ints[i])); break;
+    case GgufType::FLOAT32: out.pod<float>(static_cast<float>(v.floats[i])); break;
+    case GgufType::BOOL: out.pod<uint8_t>(v.ints[i] ? 1 : 0); break;
+    case GgufType::STRING: out.string(v.strings[i]); break;
+    case GgufType::UINT64: out.pod<uint64_t>(static_cast<uint64_t>(v.ints[i])); break;
+    case GgufType::INT64: out.pod<int64_t>(v.ints[i]); break;
+    case GgufType::FLOAT64: out.pod<double>(v.floats[i]); break;
+    case GgufType::ARRAY: fail("internal error: nested GGUF arrays are not allowed");
+  }
+}
+
+void write_value(ByteSink& out, const GgufValue& v) {
+  out.pod<int32_t>(static_cast<int32_t>(v.type));
+  if (!v.is_array()) {
+    write_element(out, v, v.type, 0);
+    return;
+  }
+  out.pod<int32_t>(static_cast<int32_t>(v.element_type));
+  out.pod<uint64_t>(v.size());
+  for (size_t i = 0; i < v.size(); ++i) write_element(out, v, v.element_type, i);
+}
+
+}  // namespace
+
+int64_t GgufTensorInfo::element_count() const {
+  int64_t n = 1;
+  for (int64_t d : ne) n *= d;
+  return n;
+}
+
+uint64_t GgufTensorInfo::size_bytes() const {
+  const auto& info = ggml_type_info(type);
+  return static_cast<uint64_t>(element_count() / info.block_size * info.type_size);
+}
+
+GgufWriter::GgufWriter(std::filesystem::path path, const GgufMetadata& metadata, std::vector<GgufTensorInfo> tensors)
+    : path_(std::move(path)), tensors_(std::move(tensors)) {
+  temp_path_ = path_;
+  temp_path_ += ".partial";
+
+  ByteSink header;
+  header.bytes.insert(header.bytes.end(), {'G', 'G', 'U', 'F'});
+  header.pod<uint32_t>(3);
+  header.pod<int64_t>(static_cast<int64_t>(tensors_.size()));
+  header.pod<int64_t>(static_cast<int64_t>(metadata.entries().size()));
+  for (const auto& entry : metadata.entries()) {
+    header.string(entry.key);
+    write_value(header, entry.value);
+  }
+  uint64_t offset = 0;
+  for (auto& tensor : tensors_) {
+    if (tensor.name.size() >= 64) fail("internal error: tensor name '{}' is 64 bytes or longer", tensor.name);
+    const auto& info = ggml_type_info(tensor.type);
+    if (tensor.ne.empty() || tensor.ne[0] % info.block_size != 0)
+      fail("internal error: tensor '{}' row of {} is not a multiple of the {} block size {}", tensor.name,
+           tensor.ne.empty() ? 0 : tensor.ne[0], info.name, info.block_size);
+    tensor.offset = offset;
+    offset += pad_to(tensor.size_bytes(), kGgufAlignment);
+    header.string(tensor.name);
+    header.pod<uint32_t>(static_cast<uint32_t>(tensor.ne.size()));
+    for (int64_t d : tensor.ne) header.pod<int64_t>(d);
+    header.pod<int32_t>(static_cast<int32_t>(tensor.type));
+    header.pod<uint64_t>(tensor.offset);
+  }
+  data_start_ = pad_to(header.bytes.size(), kGgufAlignment);
+  data_size_ = offset;
+  header.bytes.resize(data_start_, 0);
+
+  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("cannot create '{}': {}", temp_path_.string(), std::strerror(errno));
+  // Zero-filled to full size up front: padding needs no writes and the data can be written in any order.
+  if (::ftruncate(fd_, static_cast<off_t>(file_size())) != 0)
+    fail("cannot size '{}' to {} bytes: {}", temp_path_.string(), file_size(), std::strerror(errno));
+  const uint8_t* p = header.bytes.data();
+  size_t left = header.bytes.size();
+  off_t at = 0;
+  while (left > 0) {
+    const ssize_t n = ::pwrite(fd_, p, left, at);
+    if (n <= 0) fail("cannot write '{}': {}", temp_path_.string(), std::strerror(errno));
+    p += n;
+    left -= static_cast<size_t>(n);
+    at += n;
+  }
+}
+
+GgufWriter::~GgufWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) {
+    std::error_code ec;
+    std::filesystem::remove(temp_path_, ec);
+  }
+}
+
+void GgufWriter::write(size_t index, uint64_t offset, std::span<const uint8_t> bytes) {
+  const auto& tensor = tensors_.at(index);
+  if (offset + bytes.size() > tensor.size_bytes())
+    fail("internal error: write past the end of tensor '{}'", tensor.name);
+  const uint8_t* p = bytes.data();
+  size_t left = bytes.size();
+  off_t at = static_cast<off_t>(data_start_ + tensor.offset + offset);
+  while (left > 0) {
+    const ssize_t n = ::pwrite(fd_, p, left, at);
+    if (n <= 0) fail("cannot write '{}': {}", temp_path_.string(), n < 0 ? std::strerror(errno) : "disk full?");
+    p += n;
+    left -= static_cast<size_t>(n);
+    at += n;
+  }
+}
+
+void GgufWriter::commit() {
+  if (::fsync(fd_) != 0) fail("cannot flush '{}': {}", temp_path_.string(), std::strerror(errno));
+  ::close(fd_);
+  fd_ = -1;
+  std::error_code ec;
+  std::filesystem::rename(temp_path_, path_, ec);
+  if (ec) fail("cannot rename '{}' to '{}': {}", temp_path_.string(), path_.string(), ec.message());
+  committed_ = true;
+}
+
+namespace {
+
+class ByteSource {
+ public:
+  ByteSource(const std::filesystem::path& path) : path_(path), in_(path, std::ios::binary) {
+    if (!in_) fail("cannot open '{}'", path.string());
+    in_.seekg(0, std::ios::end);
+    size_ = static_cast<uint64_t>(in_.tellg());
+    in_.seekg(0);
+  }
+  template <typename T>
+  T pod() {
+    T value{};
+    read(&value, sizeof(T));
+    return value;
+  }
+  std::string string() {
+    const uint64_t n = pod<uint64_t>();
+    if (n > remaining()) fail("'{}' is corrupt: a {}-byte string runs past the end of the file", path_.string(), n);
+    std::string s(n, '\0');
+    read(s.data(), n);
+    return s;
+  }
+  void read(void* out, uint64_t n) {
+    if (n > remaining()) fail("'{}' is truncated (wanted {} more bytes at offset {})", path_.string(), n, position());
+    in_.read(static_cast<char*>(out), static_cast<std::streamsize>(n));
+  }
+  uint64_t position() { return static_cast<uint64_t>(in_.tellg()); }
+  uint64_t remaining() { return size_ - position(); }
+  uint64_t size() const { return size_; }
+
+ private:
+  std::filesystem::path path_;
+  std::ifstream in_;
+  uint64_t size_ = 0;
+};
+
+void read_element(ByteSource& in, GgufValue& v, GgufType t) {
+  switch (t) {
+    case GgufType::UINT8: v.ints.push_back(in.pod<uint8_t>()); break;
+    case GgufType::INT8: v.ints.push_back(in.pod<int8_t>()); break;
+    case GgufType::UINT16: v.ints.push_back(in.pod<uint16_t>()); break;
+    case GgufType::INT16: v.ints.push_back(in.pod<int16_t>()); break;
+    case GgufType::UINT32: v.ints.push_back(in.pod<uint32_t>()); break;
+    case GgufType::INT32: v.ints.push_back(in.pod<int32_t>()); break;
+    case GgufType::FLOAT32: v.floats.push_back(in.pod<float>()); break;
+    case GgufType::BOOL: v.ints.push_back(in.pod<uint8_t>() != 0); break;
+    case GgufType::STRING: v.strings.push_back(in.string()); break;
+    case GgufType::UINT64: v.ints.push_back(static_cast<int64_t>(in.pod<uint64_t>())); break;
+    case GgufType::INT64: v.ints.push_back(in.pod<int64_t>()); break;
+    case GgufType::FLOAT64: v.floats.push_back(in.pod<double>()); break;
+    default: fail("invalid GGUF value type {}", static_cast<int>(t));
+  }
+}
+
+}  // namespace
+
+GgufFile GgufFile::read(const std::filesystem::path& path) {
+  ByteSource in(path);
+  GgufFile file;
+  file.file_size = in.size();
+  char magic[4];
+  in.read(magic, 4);
+  if (std::memcmp(magic, "GGUF", 4) != 0) fail("'{}' is not a GGUF file (bad magic)", path.string());
+  file.version = in.pod<uint32_t>();
+  if (file.version != 2 && file.version != 3) fail("'{}': unsupported GGUF version {}", path.string(), file.version);
+  const int64_t n_tensors = in.pod<int64_t>();
+  const int64_t n_kv = in.pod<int64_t>();
+  if (n_tensors < 0 || n_kv < 0 || static_cast<uint64_t>(n_tensors + n_kv) > in.remaining())
+    fail("'{}' is corrupt: {} tensors and {} keys cannot fit in the file", path.string(), n_tensors, n_kv);
+  for (int64_t i = 0; i < n_kv; ++i) {
+    std::string key = in.string();
+    GgufValue value;
+    value.type = static_cast<GgufType>(in.pod<int32_t>());
+    if (value.is_array()) {
+      value.element_type = static_cast<GgufType>(in.pod<int32_t>());
+      const uint64_t count = in.pod<uint64_t>();
+      if (count > in.remaining()) fail("'{}' is corrupt: array '{}' claims {} elements", path.string(), key, count);
+      for (uint64_t j = 0; j < count; ++j) read_element(in, value, value.element_type);
+    } else {
+      read_element(in, value, value.type);
+    }
+    file.metadata.set(key, std::move(value));
+  }
+  uint64_t alignment = kGgufAlignment;
+  if (const auto* a = file.metadata.get("general.alignment"); a && !a->ints.empty()) alignment = static_cast<uint64_t>(a->ints[0]);
+  for (int64_t i = 0; i < n_tensors; ++i) {
+    GgufTensorInfo tensor;
+    tensor.name = in.string();
+    const uint32_t n_dims = in.pod<uint32_t>();
+    if (n_dims > 4) fail("'{}': tensor '{}' has {} dimensions", path.string(), tensor.name, n_dims);
+    for (uint32_t d = 0; d < n_dims; ++d) tensor.ne.push_back(in.pod<int64_t>());
+    const int32_t type = in.pod<int32_t>();
+    if (!ggml_type_info(type)) fail("'{}': tensor '{}' has unknown type {}", path.string(), tensor.name, type);
+    tensor.type = static_cast<GgmlType>(type);
+    tensor.offset = in.pod<uint64_t>();
+    file.tensors.push_back(std::move(tensor));
+  }
+  file.data_start = pad_to(in.position(), alignment);
+  return file;
+}
+
+}  // namespace mlx2gguf
