@@ -1,0 +1,176 @@
+#include "convert.h"
+
+#include <tbb/global_control.h>
+#include <tbb/parallel_for.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <mutex>
+
+#include "encode/row_encoder.h"
+#include "util/error.h"
+#include "write/gguf_file.h"
+
+namespace mlx2gguf {
+
+namespace {
+
+// Locates concatenated source row `row` of a recipe.
+std::pair<const SourceTensor*, int64_t> locate(const TensorRecipe& recipe, int64_t row) {
+  for (const SourceTensor* source : recipe.sources) {
+    if (row < source->row_count()) return {source, row};
+    row -= source->row_count();
+  }
+  fail("internal error: row {} is beyond the sources of '{}'", row, recipe.name);
+}
+
+int64_t source_row_length(const TensorRecipe& recipe) {
+  return recipe.sources.empty() ? recipe.row_length() : recipe.sources.front()->row_length();
+}
+
+void apply_op(ValueOp op, float* values, int64_t n) {
+  switch (op) {
+    case ValueOp::None: return;
+    case ValueOp::AddOne:
+      for (int64_t i = 0; i < n; ++i) values[i] += 1.0f;
+      return;
+    case ValueOp::NegExp:
+      for (int64_t i = 0; i < n; ++i) values[i] = -std::exp(values[i]);
+      return;
+  }
+}
+
+}  // namespace
+
+void read_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, float* out) {
+  const int64_t length = recipe.row_length();
+  if (!recipe.generated.empty()) {
+    std::copy(recipe.generated.begin() + first * length, recipe.generated.begin() + (first + count) * length, out);
+    return;
+  }
+  const int64_t source_length = source_row_length(recipe);
+  std::vector<float> source_row;
+  if (!recipe.column_map.empty()) source_row.resize(static_cast<size_t>(source_length));
+  for (int64_t r = first; r < first + count; ++r) {
+    const int64_t wanted = recipe.row_map.empty() ? r : recipe.row_map[static_cast<size_t>(r)];
+    const auto [source, row] = locate(recipe, wanted);
+    float* dest = out + (r - first) * length;
+    if (recipe.column_map.empty()) {
+      // Runs of consecutive rows from one source are read in one call.
+      int64_t run = 1;
+      while (recipe.row_map.empty() && r + run < first + count && row + run < source->row_count()) ++run;
+      source->read_rows(row, run, dest);
+      r += run - 1;
+      continue;
+    }
+    source->read_rows(row, 1, source_row.data());
+    for (int64_t c = 0; c < length; ++c) dest[c] = source_row[static_cast<size_t>(recipe.column_map[static_cast<size_t>(c)])];
+  }
+  apply_op(recipe.op, out, count * length);
+}
+
+namespace {
+
+struct Chunk {
+  size_t tensor;
+  int64_t first_row, rows;
+};
+
+class Progress {
+ public:
+  Progress(const std::function<void(const std::string&)>& log, uint64_t total) : log_(log), total_(total) {
+    interactive_ = ::isatty(STDERR_FILENO) != 0;
+  }
+  void advance(uint64_t bytes) {
+    const uint64_t done = done_ += bytes;
+    if (!log_) return;
+    std::lock_guard lock(mutex_);
+    const int percent = total_ ? static_cast<int>(100 * done / total_) : 100;
+    const auto now = std::chrono::steady_clock::now();
+    if (interactive_) {
+      if (now - last_ < std::chrono::milliseconds(250) && done < total_) return;
+      last_ = now;
+      log_(fmt::format("\r  writing tensors {:3d}% ({:.1f} / {:.1f} MiB)", percent, done / 1048576.0, total_ / 1048576.0));
+    } else if (percent >= next_percent_) {
+      while (next_percent_ <= percent) next_percent_ += 10;
+      log_(fmt::format("  writing tensors {:3d}% ({:.1f} / {:.1f} MiB)\n", percent, done / 1048576.0, total_ / 1048576.0));
+    }
+  }
+  void finish() {
+    if (log_ && interactive_) log_("\n");
+  }
+
+ private:
+  const std::function<void(const std::string&)>& log_;
+  uint64_t total_;
+  std::atomic<uint64_t> done_{0};
+  std::mutex mutex_;
+  bool interactive_ = false;
+  int next_percent_ = 10;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+}  // namespace
+
+ConvertSummary convert(const ConvertOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  auto log = [&](const std::string& line) {
+    if (options.log) options.log(line);
+  };
+  const auto out_dir = std::filesystem::absolute(options.outfile).parent_path();
+  if (!std::filesystem::is_directory(out_dir)) fail("output directory '{}' does not exist", out_dir.string());
+
+  const SourceModel model = SourceModel::open(options.model_dir);
+  const ConversionPlan plan = make_plan(model, options.plan);
+  log(fmt::format("{}: {} '{}' → {} tensors, {} metadata keys\n", options.model_dir.string(),
+                  model.folder().model_type(), plan.metadata.get("general.architecture")->strings[0], plan.tensors.size(),
+                  plan.metadata.entries().size()));
+
+  std::vector<GgufTensorInfo> infos;
+  for (const auto& recipe : plan.tensors) {
+    if (!can_encode(recipe.type)) fail("internal error: no encoder for {}", ggml_type_info(recipe.type).name);
+    infos.push_back({recipe.name, recipe.ne(), recipe.type, 0});
+  }
+  GgufWriter writer(options.outfile, plan.metadata, std::move(infos));
+
+  // Work items of about 1M elements, so memory stays bounded whatever the model size.
+  std::vector<Chunk> chunks;
+  for (size_t t = 0; t < plan.tensors.size(); ++t) {
+    const auto& recipe = plan.tensors[t];
+    const int64_t rows_per_chunk = std::max<int64_t>(1, (1 << 20) / std::max<int64_t>(1, recipe.row_length()));
+    for (int64_t first = 0; first < recipe.row_count(); first += rows_per_chunk)
+      chunks.push_back({t, first, std::min(rows_per_chunk, recipe.row_count() - first)});
+  }
+
+  Progress progress(options.log, writer.file_size());
+  const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, std::max(1, threads));
+  tbb::parallel_for(size_t{0}, chunks.size(), [&](size_t i) {
+    const Chunk& chunk = chunks[i];
+    const TensorRecipe& recipe = plan.tensors[chunk.tensor];
+    thread_local std::vector<float> values;
+    thread_local std::vector<uint8_t> bytes;
+    values.resize(static_cast<size_t>(chunk.rows * recipe.row_length()));
+    read_recipe_rows(recipe, chunk.first_row, chunk.rows, values.data());
+    const int64_t row_bytes = ggml_row_bytes(recipe.type, recipe.row_length());
+    bytes.resize(static_cast<size_t>(chunk.rows * row_bytes));
+    encode_rows(recipe.type, values.data(), chunk.rows, recipe.row_length(), bytes.data());
+    writer.write(chunk.tensor, static_cast<uint64_t>(chunk.first_row * row_bytes), bytes);
+    progress.advance(bytes.size());
+  });
+  progress.finish();
+  writer.commit();
+
+  ConvertSummary summary;
+  for (const auto& recipe : plan.tensors) {
+    summary.tensors_per_type[ggml_type_info(recipe.type).name]++;
+    summary.parameters += recipe.row_count() * recipe.row_length();
+  }
+  summary.file_bytes = writer.file_size();
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
+}
+
+}  // namespace mlx2gguf

@@ -1,0 +1,33 @@
+#pragma once
+// The whole conversion: read the MLX folder → plan the GGUF → encode tensors in parallel → write.
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "plan/planner.h"
+
+namespace mlx2gguf {
+
+struct ConvertOptions {
+  std::filesystem::path model_dir;
+  std::filesystem::path outfile;
+  PlanOptions plan;
+  int threads = 0;  // 0 = all hardware threads
+  std::function<void(const std::string&)> log;  // progress and summary lines (nullptr = silent)
+};
+
+struct ConvertSummary {
+  std::map<std::string, int> tensors_per_type;  // "Q8_0" → count
+  uint64_t file_bytes = 0;
+  int64_t parameters = 0;
+  double seconds = 0;
+  double bits_per_weight() const { return parameters ? 8.0 * static_cast<double>(file_bytes) / static_cast<double>(parameters) : 0; }
+};
+
+ConvertSummary convert(const ConvertOptions& options);
+
+// Rows [first, first + count) of the recipe's output, as float32 (row maps, column maps and value ops applied).
+void read_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, float* out);
+
+}  // namespace mlx2gguf
