@@ -4,13 +4,19 @@ find_package(GTest REQUIRED)
 include(GoogleTest)
 include(${CMAKE_SOURCE_DIR}/cmake/oracle.cmake)
 
-file(GLOB_RECURSE MLX2GGUF_TEST_SOURCES CONFIGURE_DEPENDS
-     ${CMAKE_SOURCE_DIR}/src/*_test.cpp ${CMAKE_SOURCE_DIR}/tests/*.cpp)
+file(GLOB_RECURSE MLX2GGUF_UNIT_TEST_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/*_test.cpp)
+file(GLOB MLX2GGUF_E2E_TEST_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/*.cpp)
+set(MLX2GGUF_TEST_SOURCES ${MLX2GGUF_UNIT_TEST_SOURCES} ${MLX2GGUF_E2E_TEST_SOURCES})
 add_executable(mlx2gguf_tests ${MLX2GGUF_TEST_SOURCES})
 target_include_directories(mlx2gguf_tests PRIVATE ${CMAKE_SOURCE_DIR}/tests)
 target_link_libraries(mlx2gguf_tests PRIVATE mlx2gguf_core llama_oracle GTest::gtest GTest::gtest_main)
 target_compile_definitions(mlx2gguf_tests PRIVATE
   MLX2GGUF_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
-  MLX2GGUF_BINARY="$<TARGET_FILE:mlx2gguf>")
+  MLX2GGUF_BINARY="$<TARGET_FILE:mlx2gguf>"
+  MLX2GGUF_TEST_WORK_DIR="${CMAKE_BINARY_DIR}/test-work")
 add_dependencies(mlx2gguf_tests mlx2gguf)
 gtest_discover_tests(mlx2gguf_tests DISCOVERY_TIMEOUT 120 PROPERTIES TIMEOUT 1800)
+
+# Runs a GGUF in the oracle's llama.cpp: used by the README example.
+add_executable(mlx2gguf-run-in-llama ${CMAKE_SOURCE_DIR}/tools/run_in_llama.cpp)
+target_link_libraries(mlx2gguf-run-in-llama PRIVATE mlx2gguf_core llama_oracle CLI11::CLI11)
