@@ -4,7 +4,7 @@ namespace mlx2gguf {
 
 namespace {
 
-std::vector<const Architecture*> all_architectures() { return {&llama_architecture()}; }
+std::vector<const Architecture*> all_architectures() { return {&llama_architecture(), &qwen35moe_architecture(), &qwen35_architecture()}; }
 
 }  // namespace
 

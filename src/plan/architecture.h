@@ -19,5 +19,7 @@ std::vector<std::string> supported_model_types();
 
 // One accessor per architecture file.
 const Architecture& llama_architecture();
+const Architecture& qwen35moe_architecture();
+const Architecture& qwen35_architecture();
 
 }  // namespace mlx2gguf

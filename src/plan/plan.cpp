@@ -33,6 +33,15 @@ TensorRecipe& PlanBuilder::map(const std::string& gguf_name, const std::string& 
   return plan_.tensors.back();
 }
 
+TensorRecipe& PlanBuilder::map_reshaped(const std::string& gguf_name, const std::string& source,
+                                        const std::vector<int64_t>& stored_shape, const std::vector<int64_t>& shape) {
+  TensorRecipe& recipe = map(gguf_name, source, stored_shape);
+  plan_.views.push_back(recipe.sources.front()->reshaped(shape));
+  recipe.sources = {&plan_.views.back()};
+  recipe.shape = shape;
+  return recipe;
+}
+
 TensorRecipe* PlanBuilder::map_optional(const std::string& gguf_name, const std::string& source,
                                         const std::vector<int64_t>& expected_shape) {
   if (!model_.has(source)) return nullptr;

@@ -2,6 +2,7 @@
 // The conversion plan: every output tensor as a recipe over source tensors, and all GGUF metadata, decided
 // before a single weight byte is read or written.
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <set>
 #include <string>
@@ -42,6 +43,7 @@ struct TensorRecipe {
 struct ConversionPlan {
   GgufMetadata metadata;
   std::vector<TensorRecipe> tensors;
+  std::deque<SourceTensor> views;  // reshaped views of source tensors that recipes point to
 };
 
 // What the architecture files use to describe their mapping. It checks shapes, records which source tensors
@@ -63,6 +65,9 @@ class PlanBuilder {
   // Same, only when the source exists; returns nullptr otherwise.
   TensorRecipe* map_optional(const std::string& gguf_name, const std::string& source,
                              const std::vector<int64_t>& expected_shape);
+  // Maps a source tensor read under another shape (same elements), e.g. conv kernels [C, K, 1] → [C, K].
+  TensorRecipe& map_reshaped(const std::string& gguf_name, const std::string& source,
+                             const std::vector<int64_t>& stored_shape, const std::vector<int64_t>& shape);
   // Output tensor whose values the converter computes.
   TensorRecipe& generate(const std::string& gguf_name, std::vector<float> values);
   // Output tensor stacking several sources along a new leading axis (legacy per-expert tensors).

@@ -67,9 +67,22 @@ SourceTensor SourceTensor::quantized(const StoredTensor& weight, const StoredTen
     tensor.value_dtype_ = scales.dtype;
   } else {
     if (scales.dtype != DType::U8) fail("{}: {} scales must be U8, found {}", where, quant_mode_name(spec.mode), dtype_name(scales.dtype));
+    if (biases != nullptr)
+      fail("{} is {}-quantized, which has no zero points, but '{}' exists (is config.json quantization wrong?)", where,
+           quant_mode_name(spec.mode), biases->name);
     tensor.value_dtype_ = DType::U8;
   }
   return tensor;
+}
+
+SourceTensor SourceTensor::reshaped(const std::vector<int64_t>& shape) const {
+  int64_t elements = 1;
+  for (int64_t d : shape) elements *= d;
+  if (elements != element_count() || shape.empty() || (quant_ && shape.back() != row_length()))
+    fail("tensor '{}' of shape [{}] cannot be read as [{}]", name_, fmt::join(shape_, ", "), fmt::join(shape, ", "));
+  SourceTensor view = *this;
+  view.shape_ = shape;
+  return view;
 }
 
 int64_t SourceTensor::row_count() const {
@@ -79,6 +92,10 @@ int64_t SourceTensor::row_count() const {
 }
 
 void SourceTensor::read_rows(int64_t first, int64_t count, float* out) const {
+  if (first < 0 || count < 0 || first + count > row_count())
+    fail("internal error: rows [{}, {}) requested from tensor '{}', which has {} rows", first, first + count, name_,
+         row_count());
+  if (count == 0) return;
   const int64_t length = row_length();
   if (!quant_) {
     const size_t size = dtype_size(value_dtype_);
@@ -103,9 +120,12 @@ SourceModel SourceModel::open(const std::filesystem::path& dir) {
   const auto& stored = model.folder_.tensors();
   for (const auto& [name, tensor] : stored) {
     if (name.ends_with(".scales") || name.ends_with(".biases")) {
-      const std::string weight = name.substr(0, name.size() - 7) + ".weight";
-      if (!stored.contains(weight))
-        fail("'{}' in '{}' has no matching '{}'", name, tensor.file.string(), weight);
+      const std::string module = name.substr(0, name.size() - 7);
+      if (!stored.contains(module + ".weight"))
+        fail("'{}' in '{}' has no matching '{}'", name, tensor.file.string(), module + ".weight");
+      if (!stored.contains(module + ".scales"))
+        fail("'{}' in '{}' holds affine zero points, but '{}' is not quantized: '{}' is missing", name,
+             tensor.file.string(), module, module + ".scales");
       continue;  // part of the quantized weight
     }
     if (name.ends_with(".weight")) {

@@ -18,6 +18,10 @@ class SourceTensor {
   static SourceTensor quantized(const StoredTensor& weight, const StoredTensor& scales, const StoredTensor* biases,
                                 const QuantSpec& spec);
 
+  // The same data under another logical shape with the same element count (e.g. conv kernels [C, K, 1] read
+  // as [C, K]). Quantized tensors keep their last dimension, since codes are grouped along it.
+  SourceTensor reshaped(const std::vector<int64_t>& shape) const;
+
   const std::string& name() const { return name_; }
   // Logical row-major shape, e.g. [out, in] for a linear layer, [E, out, in] for stacked experts.
   const std::vector<int64_t>& shape() const { return shape_; }

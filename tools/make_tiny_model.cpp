@@ -1,0 +1,121 @@
+// Writes a tiny random mlx-lm model folder (as mlx_lm.convert would save it) for tests and examples.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "gen/tiny_model.h"
+#include "util/error.h"
+
+namespace {
+
+using mlx2gguf::gen::QuantOverride;
+using mlx2gguf::gen::QuantRecipe;
+
+// "SUFFIX=BITS:GROUP_SIZE[:MODE]" or "SUFFIX=float".
+QuantOverride parse_override(const std::string& text) {
+  const size_t equals = text.find('=');
+  if (equals == std::string::npos || equals == 0)
+    mlx2gguf::fail("--quant-override '{}' is not SUFFIX=BITS:GROUP_SIZE[:MODE] or SUFFIX=float", text);
+  QuantOverride result;
+  result.module_suffix = text.substr(0, equals);
+  const std::string value = text.substr(equals + 1);
+  if (value == "float") {
+    result.bits = 0;
+    return result;
+  }
+  // Same syntax as --quant after the mode: reuse its parser with a placeholder mode.
+  const size_t mode_colon = value.find(':', value.find(':') + 1);
+  const QuantRecipe parsed = QuantRecipe::parse("affine:" + value.substr(0, mode_colon));
+  if (parsed.bits == 0 || parsed.group_size == 0)
+    mlx2gguf::fail("--quant-override '{}' needs both bits and group size", text);
+  result.bits = parsed.bits;
+  result.group_size = parsed.group_size;
+  if (mode_colon != std::string::npos) result.mode = value.substr(mode_colon + 1);
+  return result;
+}
+
+std::string human_size(uintmax_t bytes) {
+  if (bytes < 10 * 1024) return fmt::format("{} B", bytes);
+  if (bytes < 10 * 1024 * 1024) return fmt::format("{} KiB", bytes / 1024);
+  return fmt::format("{} MiB", bytes / (1024 * 1024));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  mlx2gguf::gen::TinyModelSpec spec;
+  std::string out, quant, rope_scaling;
+  std::vector<std::string> overrides;
+  bool no_mode_key = false;
+
+  std::string types;
+  for (const auto& type : mlx2gguf::gen::tiny_model_types()) types += (types.empty() ? "" : ", ") + type;
+  CLI::App app{"Writes a tiny mlx-lm model folder with random weights, saved as mlx_lm.convert saves models."};
+  app.add_option("--type", spec.model_type, "Model type: " + types)->capture_default_str();
+  app.add_option("--out", out, "Folder to create (must not exist or be empty)")->required();
+  app.add_option("--tokenizer", spec.tokenizer_dir,
+                 "Folder with tokenizer.json (+ tokenizer_config.json, chat_template.jinja); default: a built-in tiny "
+                 "byte-level BPE tokenizer");
+  app.add_option("--quant", quant, "Quantize like mlx_lm.convert -q: MODE[:BITS[:GROUP_SIZE]], e.g. affine:4:64, mxfp4");
+  app.add_option("--quant-override", overrides,
+                 "Per-module quantization, repeatable: SUFFIX=BITS:GROUP_SIZE[:MODE] or SUFFIX=float, e.g. "
+                 "block_sparse_moe.gate=8:64")
+      ->allow_extra_args(false);
+  app.add_flag("--no-quant-mode-key", no_mode_key, "Omit \"mode\" from the quantization entry, as older mlx-lm did");
+  app.add_option("--dtype", spec.dtype, "Float storage: bfloat16, float16 or float32")->capture_default_str();
+  app.add_flag("--tied", spec.tie_embeddings, "Tie the output head to the embeddings (no lm_head tensor)");
+  app.add_option("--seed", spec.seed, "Random seed")->capture_default_str();
+  app.add_option("--layers", spec.layers, "Number of layers")->capture_default_str();
+  app.add_option("--hidden", spec.hidden, "Hidden size")->capture_default_str();
+  app.add_option("--heads", spec.heads, "Attention heads")->capture_default_str();
+  app.add_option("--kv-heads", spec.kv_heads, "Key/value heads")->capture_default_str();
+  app.add_option("--head-dim", spec.head_dim, "Head size (default: hidden / heads)");
+  app.add_option("--intermediate", spec.intermediate, "MLP (per-expert) intermediate size")->capture_default_str();
+  app.add_option("--vocab", spec.vocab, "Vocabulary rows (default: the tokenizer's size)");
+  app.add_option("--experts", spec.experts, "Experts of MoE types (default 4)");
+  app.add_option("--experts-per-tok", spec.experts_per_tok, "Experts used per token (default 2)");
+  app.add_flag("--attention-bias", spec.attention_bias, "Biases on q/k/v/o projections");
+  app.add_flag("--mlp-bias", spec.mlp_bias, "Biases on MLP projections");
+  app.add_option("--rope-theta", spec.rope_theta, "RoPE base")->capture_default_str();
+  app.add_option("--rope-scaling", rope_scaling, "rope_scaling JSON, e.g. '{\"type\":\"linear\",\"factor\":2.0}'");
+  app.add_option("--rms-norm-eps", spec.rms_norm_eps, "RMSNorm epsilon")->capture_default_str();
+  app.add_option("--max-position-embeddings", spec.max_position_embeddings, "Context length in the config")
+      ->capture_default_str();
+  app.add_option("--max-shard-bytes", spec.max_shard_bytes, "Start a new weight shard past this many bytes")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (!rope_scaling.empty()) {
+      try {
+        spec.rope_scaling = nlohmann::json::parse(rope_scaling);
+      } catch (const nlohmann::json::exception& e) {
+        mlx2gguf::fail("--rope-scaling is not valid JSON: {}", e.what());
+      }
+    }
+    if (!quant.empty()) {
+      spec.quant = QuantRecipe::parse(quant);
+      spec.quant->write_mode = !no_mode_key;
+      for (const auto& text : overrides) spec.quant->overrides.push_back(parse_override(text));
+    } else if (!overrides.empty() || no_mode_key) {
+      mlx2gguf::fail("--quant-override and --no-quant-mode-key need --quant");
+    }
+
+    const auto summary = mlx2gguf::gen::write_tiny_model(spec, out);
+    std::string quant_text = "float";
+    if (spec.quant)
+      quant_text = fmt::format("{} {}-bit group {}, {} modules quantized", spec.quant->mode, spec.quant->resolved_bits(),
+                               spec.quant->resolved_group_size(), summary.quantized_modules);
+    fmt::print("wrote {}: {} ({}), {} tensors, {} parameters, vocab {}\n", out, spec.model_type, quant_text,
+               summary.tensor_count, summary.total_parameters, summary.vocab_size);
+    for (const auto& file : summary.files)
+      fmt::print("  {:<32} {}\n", file.filename().string(), human_size(std::filesystem::file_size(file)));
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "mlx2gguf-make-tiny-model: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
