@@ -70,12 +70,17 @@ std::vector<Variant> variants() {
 struct Bars {
   double nmse;
   bool same_top1;
+  // A 16-bit file is run by llama.cpp with its activations rounded to 16 bits too (f16: 2^-11, bf16: 2^-8
+  // relative). Where the source model's two best tokens are closer than about five times that noise, no
+  // 16-bit runtime can decide between them, so top-1 is judged at the other positions only. f32: everywhere.
+  double undecidable_margin;  // relative to the RMS of the reference logits at that position
 };
 
 Bars bars_for(const std::string& outtype) {
-  if (outtype == "f32") return {1e-6, true};
-  if (outtype == "f16" || outtype == "bf16") return {1e-4, true};
-  return {2e-3, false};  // q8_0
+  if (outtype == "f32") return {1e-6, true, 0.0};
+  if (outtype == "f16") return {1e-4, true, 4e-3};
+  if (outtype == "bf16") return {1e-4, true, 4e-2};
+  return {2e-3, false, 0.0};  // q8_0
 }
 
 struct E2ECase {
@@ -120,7 +125,7 @@ TEST_P(ConvertedLogits, MatchReferenceForwardPass) {
   const auto source = mlx2gguf::SourceModel::open(folder);
   auto model = oracle::LlamaModel::load(gguf.string());
   const int64_t vocab = model->n_vocab();
-  const auto tokens = e2e::probe_tokens(std::min<int64_t>(vocab, 32000), 12, model->token_bos() >= 0 ? model->token_bos() : 1);
+  const auto tokens = e2e::probe_tokens(std::min<int64_t>(vocab, 32000), 16, model->token_bos() >= 0 ? model->token_bos() : 1);
   const auto want = mlx2gguf::reference_logits(source, tokens);
   const auto got = model->logits(tokens);
   ASSERT_EQ(got.size(), want.size());
@@ -129,8 +134,29 @@ TEST_P(ConvertedLogits, MatchReferenceForwardPass) {
   const double error = e2e::nmse(got, want);
   RecordProperty("nmse", fmt::format("{:.3e}", error));
   std::printf("[ NMSE     ] %s/%s/%s = %.3e\n", c.model.c_str(), c.variant.c_str(), c.outtype.c_str(), error);
-  EXPECT_LE(error, bars.nmse);
-  if (bars.same_top1) EXPECT_EQ(e2e::top1_mismatches(got, want, vocab), 0);
+  if (c.outtype == "q8_0") {
+    // Lossy: also judged against llama.cpp's own quantizer applied to the f32 conversion of the same weights.
+    // In MoE models a rounding difference can flip an expert choice at one position; when llama.cpp's own file
+    // shows the same excess, the model (not the converter) is what is sensitive.
+    const auto f32 = e2e::work_dir() / fmt::format("{}-{}-for-llama-quantize.gguf", c.model, c.variant);
+    const auto theirs_path = e2e::work_dir() / fmt::format("{}-{}-llama-quantize-q8_0.gguf", c.model, c.variant);
+    ASSERT_EQ(e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", f32.string(), "--outtype", "f32", "-q"}).exit_code, 0);
+    oracle::llama_quantize_file(f32.string(), theirs_path.string(), 7);
+    const double theirs = e2e::nmse(oracle::LlamaModel::load(theirs_path.string())->logits(tokens), want);
+    std::printf("[ NMSE     ] llama.cpp's own q8_0 of the same weights = %.3e\n", theirs);
+    EXPECT_LE(error, theirs * 1.05 + 1e-9);
+    EXPECT_LE(error, std::max(bars.nmse, theirs * 1.05));
+    std::filesystem::remove(f32);
+    std::filesystem::remove(theirs_path);
+  } else {
+    EXPECT_LE(error, bars.nmse);
+  }
+  if (bars.same_top1) {
+    const auto top1 = e2e::compare_top1(got, want, vocab, bars.undecidable_margin);
+    std::printf("[ TOP-1    ] %d/%d positions decidable, %d differ\n", top1.decidable, top1.positions, top1.mismatches);
+    EXPECT_EQ(top1.mismatches, 0);
+    EXPECT_GE(2 * top1.decidable, top1.positions) << "too few positions left to judge";
+  }
   std::filesystem::remove(gguf);
 }
 

@@ -61,14 +61,25 @@ double nmse(const std::vector<float>& got, const std::vector<float>& want) {
   return error / energy;
 }
 
-int top1_mismatches(const std::vector<float>& got, const std::vector<float>& want, int64_t vocab) {
-  int mismatches = 0;
-  for (size_t row = 0; row * vocab < want.size(); ++row) {
-    const auto* g = got.data() + row * vocab;
-    const auto* w = want.data() + row * vocab;
-    if (std::max_element(g, g + vocab) - g != std::max_element(w, w + vocab) - w) ++mismatches;
+Top1Comparison compare_top1(const std::vector<float>& got, const std::vector<float>& want, int64_t vocab,
+                            double min_relative_margin) {
+  Top1Comparison result;
+  for (size_t row = 0; (row + 1) * vocab <= want.size(); ++row) {
+    const float* g = got.data() + row * vocab;
+    const float* w = want.data() + row * vocab;
+    ++result.positions;
+    const int64_t best = std::max_element(w, w + vocab) - w;
+    double second = -INFINITY, energy = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      energy += static_cast<double>(w[v]) * w[v];
+      if (v != best) second = std::max(second, static_cast<double>(w[v]));
+    }
+    const double rms = std::sqrt(energy / static_cast<double>(vocab));
+    if (w[best] - second < min_relative_margin * rms) continue;
+    ++result.decidable;
+    if (std::max_element(g, g + vocab) - g != best) ++result.mismatches;
   }
-  return mismatches;
+  return result;
 }
 
 std::vector<int32_t> probe_tokens(int64_t vocab, int count, int32_t first) {

@@ -25,8 +25,13 @@ CommandResult run_mlx2gguf(const std::vector<std::string>& args);
 
 // Normalised mean squared error: sum (got - want)^2 / sum want^2.
 double nmse(const std::vector<float>& got, const std::vector<float>& want);
-// Positions whose arg-max token differs.
-int top1_mismatches(const std::vector<float>& got, const std::vector<float>& want, int64_t vocab);
+struct Top1Comparison {
+  int positions = 0;
+  int decidable = 0;   // positions where the reference's top-2 margin is at least min_margin x RMS(logits)
+  int mismatches = 0;  // decidable positions whose arg-max differs
+};
+Top1Comparison compare_top1(const std::vector<float>& got, const std::vector<float>& want, int64_t vocab,
+                            double min_relative_margin);
 
 // A fixed token sequence of `count` ids below `vocab`, starting with `first`.
 std::vector<int32_t> probe_tokens(int64_t vocab, int count, int32_t first);
