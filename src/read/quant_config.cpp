@@ -41,11 +41,21 @@ void check_supported(const QuantSpec& spec, const std::string& where) {
          quant_mode_name(spec.mode), expected.bits, expected.group_size, spec.bits, spec.group_size);
 }
 
+// An integer field of a quantization entry; nullopt when absent or null (= the mode's default).
+std::optional<int> int_field(const nlohmann::json& entry, const char* key, const std::string& where) {
+  if (!entry.contains(key) || entry[key].is_null()) return std::nullopt;
+  const auto& value = entry[key];
+  if (!value.is_number_integer() || value.get<int64_t>() <= 0 || value.get<int64_t>() > 1024)
+    fail("config.json quantization{}: {} is {}, expected a positive integer", where, key, value.dump());
+  return static_cast<int>(value.get<int64_t>());
+}
+
 }  // namespace
 
 QuantSpec QuantConfig::parse_entry(const nlohmann::json& entry, const std::string& where) {
   QuantMode mode = QuantMode::Affine;  // entries without "mode" predate it, or come from per-model predicates
   if (entry.contains("mode") && !entry["mode"].is_null()) {
+    if (!entry["mode"].is_string()) fail("config.json quantization{}: mode {} is not a string", where, entry["mode"].dump());
     const std::string name = entry["mode"].get<std::string>();
     if (name == "affine") mode = QuantMode::Affine;
     else if (name == "mxfp4") mode = QuantMode::MXFP4;
@@ -54,8 +64,8 @@ QuantSpec QuantConfig::parse_entry(const nlohmann::json& entry, const std::strin
     else fail("config.json quantization{}: unknown mode '{}'", where, name);
   }
   QuantSpec spec = mode_defaults(mode);
-  if (entry.contains("bits") && !entry["bits"].is_null()) spec.bits = entry["bits"].get<int>();
-  if (entry.contains("group_size") && !entry["group_size"].is_null()) spec.group_size = entry["group_size"].get<int>();
+  if (const auto bits = int_field(entry, "bits", where)) spec.bits = *bits;
+  if (const auto group_size = int_field(entry, "group_size", where)) spec.group_size = *group_size;
   check_supported(spec, where);
   return spec;
 }

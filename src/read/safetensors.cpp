@@ -92,8 +92,10 @@ void SafetensorsFile::parse() {
       metadata_ = entry;
       continue;
     }
-    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
-      fail("'{}': tensor '{}' lacks dtype, shape or data_offsets in the header", file, name);
+    if (!entry.is_object()) fail("'{}': header entry '{}' is not an object describing a tensor", file, name);
+    for (const char* field : {"dtype", "shape", "data_offsets"}) {
+      if (!entry.contains(field)) fail("'{}': tensor '{}' lacks \"{}\" in the header", file, name, field);
+    }
     StoredTensor tensor;
     tensor.name = name;
     tensor.file = map_.path();
