@@ -1,0 +1,86 @@
+#include "eval/reference.h"
+
+#include <fmt/ranges.h>
+
+#include <algorithm>
+
+#include "eval/forward.h"
+#include "util/error.h"
+
+namespace mlx2gguf {
+
+namespace {
+
+using Forward = std::vector<float> (*)(const SourceModel&, std::span<const int32_t>);
+
+struct Architecture {
+  const char* model_type;
+  Forward forward;
+};
+
+constexpr Architecture kArchitectures[] = {
+    {"llama", ref::llama_family_logits},
+    {"mistral", ref::llama_family_logits},
+    {"mixtral", ref::llama_family_logits},
+    {"qwen3_5", ref::qwen3_5_logits},
+    {"qwen3_5_moe", ref::qwen3_5_logits},
+};
+
+const Architecture* find_architecture(const std::string& model_type) {
+  for (const Architecture& arch : kArchitectures)
+    if (model_type == arch.model_type) return &arch;
+  return nullptr;
+}
+
+}  // namespace
+
+std::vector<std::string> reference_model_types() {
+  std::vector<std::string> types;
+  for (const Architecture& arch : kArchitectures) types.emplace_back(arch.model_type);
+  return types;
+}
+
+bool reference_supports(const std::string& model_type) { return find_architecture(model_type) != nullptr; }
+
+std::vector<float> reference_logits(const SourceModel& model, const std::vector<int32_t>& tokens) {
+  // mlx-lm picks the module by the top-level model_type (a nested text_config may name a text-only variant).
+  const nlohmann::json& top = model.folder().config();
+  const std::string model_type = top.contains("model_type") && top["model_type"].is_string()
+                                     ? top["model_type"].get<std::string>()
+                                     : model.folder().model_type();
+  const Architecture* arch = find_architecture(model_type);
+  if (arch == nullptr)
+    fail("the reference forward pass does not implement model_type '{}' (implemented: {})", model_type,
+         fmt::join(reference_model_types(), ", "));
+  if (tokens.empty()) fail("the reference forward pass needs at least one token");
+  return arch->forward(model, tokens);
+}
+
+namespace ref {
+
+Activations output_logits(const SourceModel& model, const Activations& x, const std::string& lm_head_name,
+                          const std::string& embed_name) {
+  const SourceTensor* head = model.find(lm_head_name);
+  if (head == nullptr) head = &model.require(embed_name);
+  if (head->shape().size() != 2 || head->row_length() != x.cols())
+    fail("output projection '{}' has shape [{}], expected [vocab, {}]", head->name(), fmt::join(head->shape(), ", "),
+         x.cols());
+  return linear(x, *head);
+}
+
+std::vector<float> read_vector(const SourceModel& model, const std::string& name, int64_t size) {
+  const SourceTensor& tensor = model.require(name);
+  expect_shape(tensor, {size});
+  return read_all(tensor);
+}
+
+std::vector<float> read_bias(const SourceModel& model, const std::string& name, int64_t size, bool enabled,
+                             const char* config_key) {
+  if (enabled) return read_vector(model, name, size);
+  if (model.has(name)) fail("tensor '{}' is present but config.json does not set '{}'", name, config_key);
+  return {};
+}
+
+}  // namespace ref
+
+}  // namespace mlx2gguf
