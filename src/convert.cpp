@@ -116,24 +116,29 @@ class Progress {
 
 ConvertSummary convert(const ConvertOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  auto log = [&](const std::string& line) {
-    if (options.log) options.log(line);
-  };
   const auto out_dir = std::filesystem::absolute(options.outfile).parent_path();
   if (!std::filesystem::is_directory(out_dir)) fail("output directory '{}' does not exist", out_dir.string());
 
   const SourceModel model = SourceModel::open(options.model_dir);
   const ConversionPlan plan = make_plan(model, options.plan);
-  log(fmt::format("{}: {} '{}' → {} tensors, {} metadata keys\n", options.model_dir.string(),
-                  model.folder().model_type(), plan.metadata.get("general.architecture")->strings[0], plan.tensors.size(),
-                  plan.metadata.entries().size()));
+  if (options.log)
+    options.log(fmt::format("{}: {} '{}' → {} tensors, {} metadata keys\n", options.model_dir.string(),
+                            model.folder().model_type(), plan.metadata.get("general.architecture")->strings[0],
+                            plan.tensors.size(), plan.metadata.entries().size()));
+  ConvertSummary summary = write_plan(plan, options.outfile, options.threads, options.log);
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
+}
 
+ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::path& outfile, int threads_wanted,
+                          const std::function<void(const std::string&)>& log) {
+  const auto start = std::chrono::steady_clock::now();
   std::vector<GgufTensorInfo> infos;
   for (const auto& recipe : plan.tensors) {
     if (!can_encode(recipe.type)) fail("internal error: no encoder for {}", ggml_type_info(recipe.type).name);
     infos.push_back({recipe.name, recipe.ne(), recipe.type, 0});
   }
-  GgufWriter writer(options.outfile, plan.metadata, std::move(infos));
+  GgufWriter writer(outfile, plan.metadata, std::move(infos));
 
   // Work items of about 1M elements, so memory stays bounded whatever the model size.
   std::vector<Chunk> chunks;
@@ -144,8 +149,8 @@ ConvertSummary convert(const ConvertOptions& options) {
       chunks.push_back({t, first, std::min(rows_per_chunk, recipe.row_count() - first)});
   }
 
-  Progress progress(options.log, writer.file_size());
-  const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  Progress progress(log, writer.file_size());
+  const int threads = threads_wanted > 0 ? threads_wanted : static_cast<int>(std::thread::hardware_concurrency());
   tbb::global_control limit(tbb::global_control::max_allowed_parallelism, std::max(1, threads));
   tbb::parallel_for(size_t{0}, chunks.size(), [&](size_t i) {
     const Chunk& chunk = chunks[i];

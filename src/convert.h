@@ -27,6 +27,10 @@ struct ConvertSummary {
 
 ConvertSummary convert(const ConvertOptions& options);
 
+// Encodes and writes a plan (the second half of convert): tensors in parallel, atomic publish.
+ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::path& outfile, int threads,
+                          const std::function<void(const std::string&)>& log);
+
 // Rows [first, first + count) of the recipe's output, as float32 (row maps, column maps and value ops applied).
 void read_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, float* out);
 

@@ -2,7 +2,6 @@
 
 #include <fmt/ranges.h>
 
-#include <algorithm>
 
 #include "eval/forward.h"
 #include "util/error.h"

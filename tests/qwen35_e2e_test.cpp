@@ -1,0 +1,242 @@
+// Qwen3.5 / Qwen3.6 end to end: mlx-lm and Hugging Face folders of qwen3_5_moe and qwen3_5 converted with the
+// mlx2gguf binary, run in real llama.cpp, compared with the reference forward pass of the source model. Also the
+// known silent failure modes (no V-head reorder, +1 twice, raw A_log, in_proj_a/b swapped) must fail that check.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "convert.h"
+#include "e2e_support.h"
+#include "eval/reference.h"
+#include "oracle/llama_oracle.h"
+#include "plan/planner.h"
+#include "read/source_model.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using mlx2gguf::gen::QuantRecipe;
+using mlx2gguf::gen::TinyModelSpec;
+
+TinyModelSpec small_moe(const std::string& layout) {
+  TinyModelSpec s;
+  s.model_type = "qwen3_5_moe";
+  s.layout = layout;
+  s.tokenizer_dir = oracle::real_tokenizer_dir("qwen3");
+  s.hf_extra_tensors = layout == "hf";
+  s.seed = 21;
+  return s;
+}
+
+TinyModelSpec small_dense() {
+  TinyModelSpec s;
+  s.model_type = "qwen3_5";
+  s.tokenizer_dir = oracle::real_tokenizer_dir("qwen3");
+  s.seed = 22;
+  return s;
+}
+
+TinyModelSpec real_widths(const std::string& layout) {
+  TinyModelSpec s = mlx2gguf::gen::qwen36_like_spec();
+  s.layout = layout;
+  s.hf_extra_tensors = layout == "hf";
+  return s;
+}
+
+struct QwenCase {
+  std::string model, outtype;
+};
+void PrintTo(const QwenCase& c, std::ostream* os) { *os << c.model << "/" << c.outtype; }
+
+fs::path folder_for(const std::string& model) {
+  if (model == "moe-bf16") return e2e::cached_model("qwen35moe-bf16", small_moe("mlx"));
+  if (model == "moe-q4g64") {
+    TinyModelSpec s = small_moe("mlx");
+    s.quant = QuantRecipe::parse("affine:4:64");
+    return e2e::cached_model("qwen35moe-q4g64", s);
+  }
+  if (model == "moe-hf") return e2e::cached_model("qwen35moe-hf", small_moe("hf"));
+  if (model == "dense-bf16") return e2e::cached_model("qwen35-bf16", small_dense());
+  if (model == "dense-q4g64") {
+    TinyModelSpec s = small_dense();
+    s.quant = QuantRecipe::parse("affine:4:64");
+    return e2e::cached_model("qwen35-q4g64", s);
+  }
+  if (model == "widths-bf16") return e2e::cached_model("qwen36-widths-bf16", real_widths("mlx"));
+  if (model == "widths-q4g64") {
+    TinyModelSpec s = real_widths("mlx");
+    s.quant = QuantRecipe::parse("affine:4:64");
+    return e2e::cached_model("qwen36-widths-q4g64", s);
+  }
+  if (model == "widths-hf") return e2e::cached_model("qwen36-widths-hf", real_widths("hf"));
+  throw std::runtime_error("unknown model " + model);
+}
+
+struct Measured {
+  double nmse;
+  e2e::Top1Comparison top1;
+};
+
+std::vector<int32_t> tokens_for(oracle::LlamaModel& model) {
+  return e2e::probe_tokens(std::min<int64_t>(model.n_vocab(), 150000), 16, 9707);
+}
+
+Measured measure(const fs::path& folder, const fs::path& gguf, double undecidable_margin) {
+  EXPECT_EQ(oracle::gguf_check_file(gguf.string()), "");
+  const auto source = mlx2gguf::SourceModel::open(folder);
+  auto model = oracle::LlamaModel::load(gguf.string());
+  const auto tokens = tokens_for(*model);
+  const auto want = mlx2gguf::reference_logits(source, tokens);
+  const auto got = model->logits(tokens);
+  return {e2e::nmse(got, want), e2e::compare_top1(got, want, model->n_vocab(), undecidable_margin)};
+}
+
+class Qwen35Logits : public testing::TestWithParam<QwenCase> {};
+
+TEST_P(Qwen35Logits, MatchReferenceForwardPass) {
+  const QwenCase& c = GetParam();
+  const auto folder = folder_for(c.model);
+  const auto gguf = e2e::work_dir() / fmt::format("qwen-{}-{}.gguf", c.model, c.outtype);
+  const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", gguf.string(), "--outtype", c.outtype});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+
+  const double bar = c.outtype == "f32" ? 1e-6 : c.outtype == "q8_0" ? 2e-3 : 1e-4;
+  const double margin = c.outtype == "f16" ? 4e-3 : c.outtype == "bf16" ? 4e-2 : 0.0;
+  const Measured m = measure(folder, gguf, margin);
+  std::printf("[ NMSE     ] qwen/%s/%s = %.3e\n", c.model.c_str(), c.outtype.c_str(), m.nmse);
+  if (c.outtype == "q8_0") {
+    // Lossy: judged against llama.cpp's own q8_0 of the same weights as well (routing flips hit both alike).
+    const auto f32 = e2e::work_dir() / fmt::format("qwen-{}-for-llama-quantize.gguf", c.model);
+    const auto theirs = e2e::work_dir() / fmt::format("qwen-{}-llama-quantize-q8_0.gguf", c.model);
+    ASSERT_EQ(e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", f32.string(), "--outtype", "f32", "-q"}).exit_code, 0);
+    oracle::llama_quantize_file(f32.string(), theirs.string(), 7);
+    const double their_nmse = measure(folder, theirs, 0.0).nmse;
+    std::printf("[ NMSE     ] llama.cpp's own q8_0 of the same weights = %.3e\n", their_nmse);
+    EXPECT_LE(m.nmse, their_nmse * 1.05 + 1e-9);
+    EXPECT_LE(m.nmse, std::max(bar, their_nmse * 1.05));
+    fs::remove(f32);
+    fs::remove(theirs);
+  } else {
+    EXPECT_LE(m.nmse, bar);
+    std::printf("[ TOP-1    ] %d/%d positions decidable, %d differ\n", m.top1.decidable, m.top1.positions, m.top1.mismatches);
+    EXPECT_EQ(m.top1.mismatches, 0);
+    EXPECT_GE(2 * m.top1.decidable, m.top1.positions);
+  }
+  fs::remove(gguf);
+}
+
+std::vector<QwenCase> qwen_cases() {
+  std::vector<QwenCase> cases;
+  for (const auto& model : {"moe-bf16", "moe-q4g64", "moe-hf", "dense-bf16", "dense-q4g64", "widths-bf16", "widths-q4g64",
+                            "widths-hf"})
+    for (const auto& outtype : {"f32", "f16", "bf16", "q8_0"}) cases.push_back({model, outtype});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Qwen35, Qwen35Logits, testing::ValuesIn(qwen_cases()),
+                         [](const testing::TestParamInfo<QwenCase>& info) {
+                           std::string name = info.param.model + "_" + info.param.outtype;
+                           for (char& ch : name) if (ch == '-') ch = '_';
+                           return name;
+                         });
+
+// The same model saved by mlx-lm and by Hugging Face converts to the same logits. mlx-lm stored 1 + w rounded to
+// bf16 where Hugging Face stores w, so the two files differ by that rounding only.
+TEST(Qwen35Layouts, MlxAndHuggingFaceFoldersGiveTheSameLogits) {
+  for (const auto& [mlx, hf] : {std::pair<std::string, std::string>{"moe-bf16", "moe-hf"}, {"widths-bf16", "widths-hf"}}) {
+    std::vector<std::vector<float>> logits;
+    for (const auto& model : {mlx, hf}) {
+      const auto gguf = e2e::work_dir() / fmt::format("qwen-layout-{}.gguf", model);
+      ASSERT_EQ(e2e::run_mlx2gguf({"convert", folder_for(model).string(), "--outfile", gguf.string(), "--outtype", "f32", "-q"}).exit_code, 0);
+      auto llama = oracle::LlamaModel::load(gguf.string());
+      logits.push_back(llama->logits(tokens_for(*llama)));
+      fs::remove(gguf);
+    }
+    const double difference = e2e::nmse(logits[1], logits[0]);
+    std::printf("[ NMSE     ] %s vs %s = %.3e\n", mlx.c_str(), hf.c_str(), difference);
+    EXPECT_LE(difference, 1e-4);
+  }
+}
+
+// Each known silent failure of MLX/HF → GGUF converters, applied to a correct plan, must break the logits check.
+class Qwen35FailureModes : public testing::Test {
+ protected:
+  double nmse_after(const std::function<void(mlx2gguf::ConversionPlan&)>& breakage, const std::string& model = "moe-bf16") {
+    const auto folder = folder_for(model);
+    const auto source = mlx2gguf::SourceModel::open(folder);
+    mlx2gguf::PlanOptions options;
+    options.out_type = mlx2gguf::OutType::F32;
+    auto plan = mlx2gguf::make_plan(source, options);
+    breakage(plan);
+    const auto gguf = e2e::work_dir() / "qwen-broken.gguf";
+    mlx2gguf::write_plan(plan, gguf, 0, nullptr);
+    const double error = measure(folder, gguf, 0.0).nmse;
+    fs::remove(gguf);
+    return error;
+  }
+  static mlx2gguf::TensorRecipe& tensor(mlx2gguf::ConversionPlan& plan, const std::string& name) {
+    for (auto& t : plan.tensors)
+      if (t.name == name) return t;
+    throw std::runtime_error("no tensor " + name);
+  }
+};
+
+TEST_F(Qwen35FailureModes, CorrectPlanPasses) { EXPECT_LE(nmse_after([](auto&) {}), 1e-6); }
+
+TEST_F(Qwen35FailureModes, DroppingTheVHeadReorderFails) {
+  const double error = nmse_after([](mlx2gguf::ConversionPlan& plan) {
+    for (auto& t : plan.tensors) {
+      if (t.name.find("attn_qkv") != std::string::npos || t.name.find("attn_gate") != std::string::npos ||
+          t.name.find("ssm_beta") != std::string::npos || t.name.find("ssm_alpha") != std::string::npos ||
+          t.name.find("ssm_conv1d") != std::string::npos)
+        t.row_map.clear();
+      if (t.name.find("ssm_dt") != std::string::npos || t.name.find("ssm_a") != std::string::npos ||
+          t.name.find("ssm_out") != std::string::npos)
+        t.column_map.clear();
+    }
+  });
+  std::printf("[ NMSE     ] without V-head reorder = %.3e\n", error);
+  EXPECT_GT(error, 1e-2);
+}
+
+TEST_F(Qwen35FailureModes, AddingTheNormOffsetTwiceFails) {
+  const double error = nmse_after([](mlx2gguf::ConversionPlan& plan) {
+    for (auto& t : plan.tensors)
+      if (t.name.ends_with("attn_norm.weight") || t.name.ends_with("post_attention_norm.weight") ||
+          t.name == "output_norm.weight" || t.name.ends_with("_q_norm.weight") || t.name.ends_with("_k_norm.weight"))
+        t.op = mlx2gguf::ValueOp::AddOne;
+  });
+  std::printf("[ NMSE     ] norms shifted twice = %.3e\n", error);
+  EXPECT_GT(error, 1e-2);
+}
+
+TEST_F(Qwen35FailureModes, WritingRawALogFails) {
+  const double error = nmse_after([](mlx2gguf::ConversionPlan& plan) {
+    for (auto& t : plan.tensors)
+      if (t.name.ends_with(".ssm_a")) t.op = mlx2gguf::ValueOp::None;
+  });
+  std::printf("[ NMSE     ] A_log not turned into -exp(A_log) = %.3e\n", error);
+  EXPECT_GT(error, 1e-2);
+}
+
+TEST_F(Qwen35FailureModes, SwappingInProjAAndBFails) {
+  const double error = nmse_after([](mlx2gguf::ConversionPlan& plan) {
+    for (int64_t layer = 0; layer < 3; ++layer)
+      std::swap(tensor(plan, fmt::format("blk.{}.ssm_alpha.weight", layer)).sources,
+                tensor(plan, fmt::format("blk.{}.ssm_beta.weight", layer)).sources);
+  });
+  std::printf("[ NMSE     ] in_proj_a and in_proj_b swapped = %.3e\n", error);
+  EXPECT_GT(error, 1e-2);
+}
+
+TEST_F(Qwen35FailureModes, HuggingFaceNormsWithoutOffsetFail) {
+  const double error = nmse_after(
+      [](mlx2gguf::ConversionPlan& plan) {
+        for (auto& t : plan.tensors)
+          if (t.op == mlx2gguf::ValueOp::AddOne) t.op = mlx2gguf::ValueOp::None;
+      },
+      "moe-hf");
+  std::printf("[ NMSE     ] Hugging Face norms without +1 = %.3e\n", error);
+  EXPECT_GT(error, 1e-2);
+}
+
+}  // namespace
