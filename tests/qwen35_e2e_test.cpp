@@ -112,7 +112,7 @@ TEST_P(Qwen35Logits, MatchReferenceForwardPass) {
     // judged against llama.cpp's own conversion of the same f32 weights to the same type: it must run exactly
     // like it.
     const int ftype = c.outtype == "f16" ? 1 : c.outtype == "bf16" ? 32 : 7;
-    const auto f32 = e2e::work_dir() / fmt::format("qwen-{}-for-llama-quantize.gguf", c.model);
+    const auto f32 = e2e::work_dir() / fmt::format("qwen-{}-for-llama-quantize-{}.gguf", c.model, c.outtype);
     const auto theirs = e2e::work_dir() / fmt::format("qwen-{}-llama-quantize-{}.gguf", c.model, c.outtype);
     ASSERT_EQ(e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", f32.string(), "--outtype", "f32", "-q"}).exit_code, 0);
     oracle::llama_quantize_file(f32.string(), theirs.string(), ftype);
@@ -156,7 +156,8 @@ class Qwen35FailureModes : public testing::Test {
     options.out_type = mlx2gguf::OutType::F32;
     auto plan = mlx2gguf::make_plan(source, options);
     breakage(plan);
-    const auto gguf = e2e::work_dir() / "qwen-broken.gguf";
+    // Tests run in parallel processes: each writes its own file.
+    const auto gguf = e2e::work_dir() / fmt::format("qwen-broken-{}.gguf", testing::UnitTest::GetInstance()->current_test_info()->name());
     mlx2gguf::write_plan(plan, gguf, 0, nullptr);
     const double error = measure(folder, gguf, 0.0).nmse;
     fs::remove(gguf);
