@@ -125,6 +125,7 @@ TEST_P(Qwen35Logits, MatchReferenceForwardPass) {
                 their_nmse, difference);
     EXPECT_LE(difference, 1e-10);
     EXPECT_LE(m.nmse, their_nmse * 1.05 + 1e-9);
+    if (c.outtype == "f16") EXPECT_LE(m.nmse, 1e-4);  // f16 activations are precise enough for the absolute bar
     fs::remove(f32);
     fs::remove(theirs);
   }
