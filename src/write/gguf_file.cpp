@@ -106,18 +106,26 @@ GgufWriter::GgufWriter(std::filesystem::path path, const GgufMetadata& metadata,
 
   fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) fail("cannot create '{}': {}", temp_path_.string(), std::strerror(errno));
-  // Zero-filled to full size up front: padding needs no writes and the data can be written in any order.
-  if (::ftruncate(fd_, static_cast<off_t>(file_size())) != 0)
-    fail("cannot size '{}' to {} bytes: {}", temp_path_.string(), file_size(), std::strerror(errno));
-  const uint8_t* p = header.bytes.data();
-  size_t left = header.bytes.size();
-  off_t at = 0;
-  while (left > 0) {
-    const ssize_t n = ::pwrite(fd_, p, left, at);
-    if (n <= 0) fail("cannot write '{}': {}", temp_path_.string(), std::strerror(errno));
-    p += n;
-    left -= static_cast<size_t>(n);
-    at += n;
+  try {
+    // Zero-filled to full size up front: padding needs no writes and the data can be written in any order.
+    if (::ftruncate(fd_, static_cast<off_t>(file_size())) != 0)
+      fail("cannot size '{}' to {} bytes: {}", temp_path_.string(), file_size(), std::strerror(errno));
+    const uint8_t* p = header.bytes.data();
+    size_t left = header.bytes.size();
+    off_t at = 0;
+    while (left > 0) {
+      const ssize_t n = ::pwrite(fd_, p, left, at);
+      if (n <= 0) fail("cannot write '{}': {}", temp_path_.string(), std::strerror(errno));
+      p += n;
+      left -= static_cast<size_t>(n);
+      at += n;
+    }
+  } catch (...) {
+    // The destructor does not run for a constructor that throws: clean up here.
+    ::close(fd_);
+    std::error_code ec;
+    std::filesystem::remove(temp_path_, ec);
+    throw;
   }
 }
 
