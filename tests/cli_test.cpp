@@ -30,25 +30,8 @@ fs::path tiny_llama() {
   return e2e::cached_model("cli-llama-bf16", spec);
 }
 
-// Runs the binary with `args` inside `cwd` (for the default output name), capturing stdout and stderr.
 e2e::CommandResult run_in(const fs::path& cwd, const std::vector<std::string>& args) {
-  auto quote = [](const std::string& s) {
-    std::string inner;
-    for (char c : s) inner += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return fmt::format("'{}'", inner);
-  };
-  std::string command = fmt::format("cd {} && {}", quote(cwd.string()), quote(MLX2GGUF_BINARY));
-  for (const auto& arg : args) command += fmt::format(" {}", quote(arg));
-  command += " 2>&1";
-  e2e::CommandResult result;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer{};
-  size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return e2e::run_mlx2gguf(args, cwd);
 }
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }

@@ -31,13 +31,14 @@ fs::path cached_model(const std::string& key, const mlx2gguf::gen::TinyModelSpec
   return dir;
 }
 
-CommandResult run_mlx2gguf(const std::vector<std::string>& args) {
-  std::string command = fmt::format("'{}'", MLX2GGUF_BINARY);
-  for (const auto& arg : args) {
-    std::string quoted;
-    for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    command += fmt::format(" '{}'", quoted);
-  }
+CommandResult run_mlx2gguf(const std::vector<std::string>& args, const fs::path& cwd) {
+  auto quote = [](const std::string& text) {
+    std::string inner;
+    for (char c : text) inner += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return fmt::format("'{}'", inner);
+  };
+  std::string command = cwd.empty() ? quote(MLX2GGUF_BINARY) : fmt::format("cd {} && {}", quote(cwd.string()), quote(MLX2GGUF_BINARY));
+  for (const auto& arg : args) command += " " + quote(arg);
   command += " 2>&1";
   CommandResult result;
   FILE* pipe = ::popen(command.c_str(), "r");

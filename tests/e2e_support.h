@@ -20,8 +20,8 @@ struct CommandResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
 };
-// Runs build/mlx2gguf with `args` and captures what it printed.
-CommandResult run_mlx2gguf(const std::vector<std::string>& args);
+// Runs build/mlx2gguf with `args` (inside `cwd` when given) and captures what it printed.
+CommandResult run_mlx2gguf(const std::vector<std::string>& args, const std::filesystem::path& cwd = {});
 
 // Normalised mean squared error: sum (got - want)^2 / sum want^2.
 double nmse(const std::vector<float>& got, const std::vector<float>& want);
