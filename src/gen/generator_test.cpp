@@ -1,5 +1,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include "gen/gen_test_support.h"
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -30,28 +32,8 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using nlohmann::ordered_json;
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// A fresh scratch folder per test, removed afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            fmt::format("mlx2gguf-gen-{}-{}-{}", test->test_suite_name(), test->name(), ::getpid());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using test_support::read_file;
+using test_support::ScratchDir;
 
 std::vector<float> random_values(int64_t count, uint64_t seed, float stddev, DType dtype) {
   NormalStream stream(seed);

@@ -1,6 +1,8 @@
 // The qwen3_5 / qwen3_5_moe generator: mlx-lm folders and the Hugging Face checkpoints they are converted from.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include "gen/gen_test_support.h"
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -29,27 +31,8 @@ using nlohmann::json;
 using nlohmann::ordered_json;
 using Shape = std::vector<int64_t>;
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// A fresh scratch folder per test, removed afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            fmt::format("mlx2gguf-gen-{}-{}-{}", test->test_suite_name(), test->name(), ::getpid());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() { fs::remove_all(path_); }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using test_support::read_file;
+using test_support::ScratchDir;
 
 TinyModelSpec qwen_spec(const std::string& type) {
   TinyModelSpec spec;
