@@ -102,15 +102,17 @@ void SourceTensor::read_rows(int64_t first, int64_t count, float* out) const {
     load_floats(weight_->bytes.data() + static_cast<size_t>(first * length) * size, value_dtype_, count * length, out);
     return;
   }
-  const int64_t packed_bytes = packed_row_bytes();
-  const int64_t groups = groups_per_row();
-  const size_t scale_size = dtype_size(scales_->dtype);
   for (int64_t r = first; r < first + count; ++r) {
-    const uint8_t* packed = weight_->bytes.data() + r * packed_bytes;
-    const uint8_t* scales = scales_->bytes.data() + static_cast<size_t>(r * groups) * scale_size;
-    const uint8_t* biases = biases_ ? biases_->bytes.data() + static_cast<size_t>(r * groups) * scale_size : nullptr;
-    dequantize_row(*quant_, packed, scales, biases, value_dtype_, length, out + (r - first) * length);
+    const PackedRow row = packed_row(r);
+    dequantize_row(*quant_, row.codes, row.scales, row.biases, value_dtype_, length, out + (r - first) * length);
   }
+}
+
+SourceTensor::PackedRow SourceTensor::packed_row(int64_t row) const {
+  if (!quant_) fail("internal error: packed row requested from unquantized tensor '{}'", name_);
+  const size_t scale_bytes = static_cast<size_t>(row * groups_per_row()) * dtype_size(scales_->dtype);
+  return {weight_->bytes.data() + row * packed_row_bytes(), scales_->bytes.data() + scale_bytes,
+          biases_ ? biases_->bytes.data() + scale_bytes : nullptr};
 }
 
 SourceModel SourceModel::open(const std::filesystem::path& dir) {

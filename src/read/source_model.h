@@ -37,6 +37,12 @@ class SourceTensor {
   void read_rows(int64_t first, int64_t count, float* out) const;
 
   // Raw storage, for lossless repacking: packed codes, scales and biases of one row.
+  struct PackedRow {
+    const uint8_t* codes;   // LSB-first bit stream of row_length() codes
+    const uint8_t* scales;  // groups_per_row() values (value_dtype() for affine, U8 codes for the fp modes)
+    const uint8_t* biases;  // affine only, else null
+  };
+  PackedRow packed_row(int64_t row) const;
   const StoredTensor& weight() const { return *weight_; }
   const StoredTensor* scales() const { return scales_; }
   const StoredTensor* biases() const { return biases_; }

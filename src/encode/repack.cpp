@@ -1,0 +1,143 @@
+#include "encode/repack.h"
+
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "encode/block_quants.h"
+#include "encode/dequant.h"
+#include "util/error.h"
+#include "util/half.h"
+
+namespace mlx2gguf {
+
+namespace {
+
+// True when the float converts to fp16 and back unchanged (so Q4_1/Q5_1 can store it).
+bool exact_in_f16(float value) {
+  if (!std::isfinite(value)) return false;
+  const float back = f16_to_f32(f32_to_f16(value));
+  return back == value && std::signbit(back) == std::signbit(value);
+}
+
+// ggml's UE4M3 reads the same bits as MLX's E4M3 for every non-negative code except 0x7F (NaN in MLX).
+bool exact_in_ue4m3(uint8_t e4m3) { return (e4m3 & 0x80) == 0 && e4m3 != 0x7f; }
+
+// ggml treats E8M0 0xFF as invalid; MLX decodes it as infinity.
+bool exact_in_e8m0(uint8_t e8m0) { return e8m0 != 0xff; }
+
+}  // namespace
+
+LosslessTarget lossless_target(const QuantSpec& spec, int64_t row_length) {
+  switch (spec.mode) {
+    case QuantMode::Affine:
+      if (spec.group_size % 32 != 0)
+        return {std::nullopt, fmt::format("affine group size {} is not a multiple of 32", spec.group_size)};
+      if (spec.bits <= 4) return {GgmlType::Q4_1, ""};
+      if (spec.bits == 5) return {GgmlType::Q5_1, ""};
+      return {std::nullopt, fmt::format("affine {}-bit has no exact GGUF type", spec.bits)};
+    case QuantMode::MXFP4:
+      if (spec.group_size != 32) return {std::nullopt, fmt::format("mxfp4 group size {} is not 32", spec.group_size)};
+      return {GgmlType::MXFP4, ""};
+    case QuantMode::NVFP4:
+      if (spec.group_size != 16) return {std::nullopt, fmt::format("nvfp4 group size {} is not 16", spec.group_size)};
+      if (row_length % 64 != 0)
+        return {std::nullopt, fmt::format("nvfp4 rows of {} are not whole NVFP4 blocks of 64", row_length)};
+      return {GgmlType::NVFP4, ""};
+    case QuantMode::MXFP8: return {std::nullopt, "mxfp8 has no exact GGUF type"};
+  }
+  return {std::nullopt, "unknown mode"};
+}
+
+std::optional<std::string> repack_obstacle(const SourceTensor& tensor, GgmlType target) {
+  const int64_t groups = tensor.groups_per_row();
+  for (int64_t r = 0; r < tensor.row_count(); ++r) {
+    const SourceTensor::PackedRow row = tensor.packed_row(r);
+    for (int64_t g = 0; g < groups; ++g) {
+      switch (target) {
+        case GgmlType::Q4_1:
+        case GgmlType::Q5_1: {
+          const float scale = load_float(row.scales, tensor.value_dtype(), g);
+          const float bias = load_float(row.biases, tensor.value_dtype(), g);
+          if (!exact_in_f16(scale) || !exact_in_f16(bias))
+            return fmt::format("'{}': row {} group {} has scale {} / bias {}, not exact in fp16", tensor.name(), r, g,
+                               scale, bias);
+          break;
+        }
+        case GgmlType::MXFP4:
+          if (!exact_in_e8m0(row.scales[g]))
+            return fmt::format("'{}': row {} group {} has the invalid E8M0 scale 0xFF", tensor.name(), r, g);
+          break;
+        case GgmlType::NVFP4:
+          if (!exact_in_ue4m3(row.scales[g]))
+            return fmt::format("'{}': row {} group {} has E4M3 scale 0x{:02X}, which unsigned E4M3 cannot hold",
+                               tensor.name(), r, g, row.scales[g]);
+          break;
+        default: fail("internal error: {} is not a repack target", ggml_type_info(target).name);
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<std::vector<int64_t>> column_map_as_groups(const std::vector<int64_t>& column_map, int64_t group_size) {
+  if (column_map.size() % static_cast<size_t>(group_size) != 0) return std::nullopt;
+  std::vector<int64_t> groups(column_map.size() / static_cast<size_t>(group_size));
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const int64_t first = column_map[g * group_size];
+    if (first % group_size != 0) return std::nullopt;
+    for (int64_t j = 1; j < group_size; ++j)
+      if (column_map[g * group_size + j] != first + j) return std::nullopt;
+    groups[g] = first / group_size;
+  }
+  return groups;
+}
+
+void repack_row(const SourceTensor& tensor, int64_t row, GgmlType target, const std::vector<int64_t>& groups,
+                uint8_t* out) {
+  const QuantSpec& spec = *tensor.quant();
+  const int64_t length = tensor.row_length();
+  const int64_t group_size = spec.group_size;
+  const SourceTensor::PackedRow source = tensor.packed_row(row);
+  auto source_group = [&](int64_t g) { return groups.empty() ? g : groups[static_cast<size_t>(g)]; };
+
+  // Codes of the output row, in output order.
+  thread_local std::vector<uint8_t> codes;
+  codes.resize(static_cast<size_t>(length));
+  for (int64_t g = 0; g < length / group_size; ++g) {
+    const int64_t from = source_group(g) * group_size;
+    for (int64_t j = 0; j < group_size; ++j)
+      codes[g * group_size + j] = static_cast<uint8_t>(unpack_code(source.codes, from + j, spec.bits));
+  }
+
+  const int64_t block_size = ggml_type_info(target).block_size;
+  const int64_t block_bytes = ggml_type_info(target).type_size;
+  for (int64_t b = 0; b < length / block_size; ++b) {
+    const uint8_t* block_codes = codes.data() + b * block_size;
+    uint8_t* block = out + b * block_bytes;
+    switch (target) {
+      case GgmlType::Q4_1:
+      case GgmlType::Q5_1: {
+        const int64_t g = source_group(b * block_size / group_size);
+        const uint16_t d = f32_to_f16(load_float(source.scales, tensor.value_dtype(), g));
+        const uint16_t m = f32_to_f16(load_float(source.biases, tensor.value_dtype(), g));
+        if (target == GgmlType::Q4_1)
+          pack_q4_1_block(d, m, block_codes, block);
+        else
+          pack_q5_1_block(d, m, block_codes, block);
+        break;
+      }
+      case GgmlType::MXFP4: pack_mxfp4_block(source.scales[source_group(b)], block_codes, block); break;
+      case GgmlType::NVFP4: {
+        uint8_t scales[4];
+        for (int s = 0; s < 4; ++s) scales[s] = source.scales[source_group(4 * b + s)];
+        pack_nvfp4_block(scales, block_codes, block);
+        break;
+      }
+      default: fail("internal error: {} is not a repack target", ggml_type_info(target).name);
+    }
+  }
+}
+
+}  // namespace mlx2gguf
