@@ -9,6 +9,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "encode/repack.h"
 #include "encode/row_encoder.h"
 #include "util/error.h"
 #include "write/gguf_file.h"
@@ -69,6 +70,16 @@ void read_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, 
     for (int64_t c = 0; c < length; ++c) dest[c] = source_row[static_cast<size_t>(recipe.column_map[static_cast<size_t>(c)])];
   }
   apply_op(recipe.op, out, count * length);
+}
+
+// Rows [first, first + count) of a repacked recipe, as GGUF bytes moved from the MLX packed codes.
+void repack_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, uint8_t* out) {
+  const int64_t row_bytes = ggml_row_bytes(recipe.type, recipe.row_length());
+  for (int64_t r = first; r < first + count; ++r) {
+    const int64_t wanted = recipe.row_map.empty() ? r : recipe.row_map[static_cast<size_t>(r)];
+    const auto [source, row] = locate(recipe, wanted);
+    repack_row(*source, row, recipe.type, recipe.repack_groups, out + (r - first) * row_bytes);
+  }
 }
 
 namespace {
@@ -157,11 +168,15 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
     const TensorRecipe& recipe = plan.tensors[chunk.tensor];
     thread_local std::vector<float> values;
     thread_local std::vector<uint8_t> bytes;
-    values.resize(static_cast<size_t>(chunk.rows * recipe.row_length()));
-    read_recipe_rows(recipe, chunk.first_row, chunk.rows, values.data());
     const int64_t row_bytes = ggml_row_bytes(recipe.type, recipe.row_length());
     bytes.resize(static_cast<size_t>(chunk.rows * row_bytes));
-    encode_rows(recipe.type, values.data(), chunk.rows, recipe.row_length(), bytes.data());
+    if (recipe.repack) {
+      repack_recipe_rows(recipe, chunk.first_row, chunk.rows, bytes.data());
+    } else {
+      values.resize(static_cast<size_t>(chunk.rows * recipe.row_length()));
+      read_recipe_rows(recipe, chunk.first_row, chunk.rows, values.data());
+      encode_rows(recipe.type, values.data(), chunk.rows, recipe.row_length(), bytes.data());
+    }
     writer.write(chunk.tensor, static_cast<uint64_t>(chunk.first_row * row_bytes), bytes);
     progress.advance(bytes.size());
   });
@@ -170,8 +185,13 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
 
   ConvertSummary summary;
   for (const auto& recipe : plan.tensors) {
-    summary.tensors_per_type[ggml_type_info(recipe.type).name]++;
-    summary.parameters += recipe.row_count() * recipe.row_length();
+    const int64_t elements = recipe.row_count() * recipe.row_length();
+    TypeSummary& type = summary.types[ggml_type_info(recipe.type).name];
+    type.tensors++;
+    type.elements += elements;
+    type.bytes += static_cast<uint64_t>(recipe.row_count() * ggml_row_bytes(recipe.type, recipe.row_length()));
+    if (!recipe.type_note.empty()) type.notes[recipe.type_note]++;
+    summary.parameters += elements;
   }
   summary.file_bytes = writer.file_size();
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -17,8 +17,16 @@ struct ConvertOptions {
   std::function<void(const std::string&)> log;  // progress and summary lines (nullptr = silent)
 };
 
+// Tensors written in one GGUF type.
+struct TypeSummary {
+  int tensors = 0;
+  int64_t elements = 0;
+  uint64_t bytes = 0;
+  std::map<std::string, int> notes;  // why tensors got this type (lossless repack, fallback reasons) → count
+};
+
 struct ConvertSummary {
-  std::map<std::string, int> tensors_per_type;  // "Q8_0" → count
+  std::map<std::string, TypeSummary> types;  // "Q4_1" → its tensors
   uint64_t file_bytes = 0;
   int64_t parameters = 0;
   double seconds = 0;
@@ -33,5 +41,7 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
 
 // Rows [first, first + count) of the recipe's output, as float32 (row maps, column maps and value ops applied).
 void read_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, float* out);
+// The same rows of a repacked recipe as GGUF blocks (recipe.repack).
+void repack_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, uint8_t* out);
 
 }  // namespace mlx2gguf

@@ -72,8 +72,9 @@ TEST(Cli, ConvertWritesAValidFileAndSummarisesIt) {
   EXPECT_EQ(per_type["BF16"], 16);
   EXPECT_EQ(per_type["F32"], 5);
   // Tensors per type, and bits per weight of the whole file.
-  EXPECT_TRUE(contains(result.output, "16 BF16")) << result.output;
-  EXPECT_TRUE(contains(result.output, "5 F32")) << result.output;
+  EXPECT_TRUE(std::regex_search(result.output, std::regex(R"(\n\s*BF16\s+16 tensors\s+[0-9,]+ weights\s+16\.00 bits/weight)")))
+      << result.output;
+  EXPECT_TRUE(std::regex_search(result.output, std::regex(R"(\n\s*F32\s+5 tensors)"))) << result.output;
   const std::string bpw = fmt::format("{:.2f} bits per weight", 8.0 * static_cast<double>(fs::file_size(out)) / static_cast<double>(parameters));
   EXPECT_TRUE(contains(result.output, bpw)) << "expected \"" << bpw << "\" in:\n" << result.output;
   EXPECT_TRUE(contains(result.output, out.string())) << result.output;
@@ -177,16 +178,11 @@ TEST(Cli, OutfileDefaultsToTheFolderNameAndOutTypeInTheCurrentDirectory) {
   ASSERT_EQ(slash.exit_code, 0) << slash.output;
   EXPECT_TRUE(fs::exists(temp / (folder + "-f32.gguf")));
 
-  // With the default outtype, still one new file named after the folder.
+  // With the default outtype (auto), the file is named after the folder alone.
   const auto default_type = run_in(temp.path(), {"convert", model.string(), "-q"});
   ASSERT_EQ(default_type.exit_code, 0) << default_type.output;
-  std::vector<std::string> made;
-  for (const auto& entry : fs::directory_iterator(temp.path())) made.push_back(entry.path().filename().string());
-  ASSERT_EQ(made.size(), 3u);
-  for (const auto& name : made) {
-    EXPECT_EQ(name.rfind(folder + "-", 0), 0u) << name;
-    EXPECT_TRUE(name.ends_with(".gguf")) << name;
-  }
+  EXPECT_TRUE(fs::exists(temp / (folder + ".gguf")));
+  EXPECT_EQ(std::distance(fs::directory_iterator(temp.path()), fs::directory_iterator()), 3);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // mlx2gguf command line: convert an mlx-lm model folder to GGUF, inspect a GGUF file.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -14,12 +15,23 @@ namespace {
 
 using namespace mlx2gguf;
 
+// One line for the file, then one per tensor type with what made tensors take it.
+void print_summary(const std::string& outfile, const ConvertSummary& summary) {
+  fmt::print(stderr, "wrote {} ({:.1f} MiB, {:.2f} bits per weight) in {:.1f} s\n", outfile,
+             summary.file_bytes / 1048576.0, summary.bits_per_weight(), summary.seconds);
+  for (const auto& [type, s] : summary.types) {
+    const double bpw = s.elements ? 8.0 * static_cast<double>(s.bytes) / static_cast<double>(s.elements) : 0.0;
+    fmt::print(stderr, "  {:<6} {:5d} tensors {:>14L} weights {:6.2f} bits/weight\n", type, s.tensors, s.elements, bpw);
+    for (const auto& [note, count] : s.notes) fmt::print(stderr, "         {:5d} × {}\n", count, note);
+  }
+}
+
 int run_convert(const std::string& model_dir, std::string outfile, const std::string& outtype,
                 const std::string& tokenizer_pre, const std::string& name, int threads, bool quiet) {
   ConvertOptions options;
   options.model_dir = model_dir;
   const auto out_type = parse_out_type(outtype);
-  if (!out_type) fail("--outtype '{}' is not one of auto, f32, f16, bf16, q8_0", outtype);
+  if (!out_type) fail("--outtype '{}' is not one of {}", outtype, fmt::join(out_type_names(), ", "));
   options.plan.out_type = *out_type;
   if (!tokenizer_pre.empty()) options.plan.tokenizer_pre = tokenizer_pre;
   if (!name.empty()) options.plan.name = name;
@@ -27,19 +39,13 @@ int run_convert(const std::string& model_dir, std::string outfile, const std::st
     std::filesystem::path folder_path = std::filesystem::absolute(model_dir).lexically_normal();
     if (folder_path.filename().empty()) folder_path = folder_path.parent_path();  // "models/Foo/" names "Foo"
     const std::string folder = folder_path.filename().string();
-    outfile = fmt::format("{}-{}.gguf", folder, outtype);
+    outfile = *out_type == OutType::Auto ? folder + ".gguf" : fmt::format("{}-{}.gguf", folder, out_type_name(*out_type));
   }
   options.outfile = outfile;
   options.threads = threads;
   if (!quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
   const ConvertSummary summary = convert(options);
-  if (!quiet) {
-    std::string types;
-    for (const auto& [type, count] : summary.tensors_per_type) types += fmt::format(" {} {},", count, type);
-    if (!types.empty()) types.pop_back();
-    fmt::print(stderr, "wrote {} ({:.1f} MiB, {:.2f} bits per weight) in {:.1f} s; tensors:{}\n", outfile,
-               summary.file_bytes / 1048576.0, summary.bits_per_weight(), summary.seconds, types);
-  }
+  if (!quiet) print_summary(outfile, summary);
   return 0;
 }
 
@@ -105,10 +111,13 @@ int main(int argc, char** argv) {
   auto* convert_cmd = app.add_subcommand("convert", "Convert an mlx-lm model folder to a GGUF file");
   convert_cmd->add_option("MODEL_DIR", model_dir, "mlx-lm model folder (config.json, *.safetensors, tokenizer files)")
       ->required();
-  convert_cmd->add_option("--outfile,-o", outfile, "Output GGUF path (default: <folder>-<outtype>.gguf here)");
+  convert_cmd->add_option("--outfile,-o", outfile, "Output GGUF path (default: <folder>.gguf for auto, else <folder>-<outtype>.gguf, here)");
   convert_cmd->add_option("--outtype", outtype,
-                          "Tensor type: auto (the source's 16-bit type; f16 for quantized sources), f32, f16, bf16, "
-                          "q8_0. Norms and other 1-D tensors are always f32")
+                          "auto: MLX-quantized weights kept losslessly (affine 2-4 bit as q4_1, 5-bit as q5_1, "
+                          "mxfp4, nvfp4; others q8_0), unquantized ones in the source's 16-bit type. Or f32, f16, "
+                          "bf16, or a llama-quantize type: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_s, q3_k_m, "
+                          "q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, mxfp4_moe. Norms and other 1-D tensors "
+                          "are always f32")
       ->capture_default_str();
   convert_cmd->add_option("--tokenizer-pre", tokenizer_pre,
                           "Pre-tokenizer name for tokenizer.ggml.pre when the tokenizer.json regex is not recognised "

@@ -35,6 +35,11 @@ struct TensorRecipe {
   ValueOp op = ValueOp::None;
   std::vector<float> generated;     // values of a tensor computed by the converter (no sources), e.g. rope_freqs
 
+  // Set by the type planner when the rows are moved from the MLX packed codes rather than encoded from floats.
+  bool repack = false;
+  std::vector<int64_t> repack_groups;  // column_map expressed in whole quantization groups (empty = identity)
+  std::string type_note;               // why this type, for the run summary (lossless repack, or why not)
+
   int64_t row_length() const { return shape.empty() ? 1 : shape.back(); }
   int64_t row_count() const;
   std::vector<int64_t> ne() const { return {shape.rbegin(), shape.rend()}; }

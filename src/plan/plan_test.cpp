@@ -238,22 +238,58 @@ TEST(LlamaPlan, NormsAndBiasesStayF32WhileWeightsFollowOutType) {
   }
 }
 
-TEST(LlamaPlan, AutoOutTypeIsF16ForQuantizedAndFloat16Sources) {
+TEST(LlamaPlan, AutoOutTypeIsF16ForFloat16Sources) {
+  TempDir temp;
+  TinyModelSpec half = llama_spec();
+  half.dtype = "float16";
+  const auto p = plan_model(write_model(temp, "half", half));
+  EXPECT_EQ(p->tensor("blk.0.attn_q.weight").type, GgmlType::F16);
+  EXPECT_EQ(p->tensor("token_embd.weight").type, GgmlType::F16);
+  EXPECT_EQ(p->tensor("blk.0.ffn_norm.weight").type, GgmlType::F32);
+  EXPECT_EQ(resolve_out_type(p->model, OutType::Auto), GgmlType::F16);
+  EXPECT_TRUE(is_u32(*p, "general.file_type", 1));
+}
+
+TEST(LlamaPlan, AutoRepacksAffine4BitWeightsAsQ4_1) {
   TempDir temp;
   TinyModelSpec quantized = llama_spec();
   quantized.quant = gen::QuantRecipe::parse("affine:4:64");
-  TinyModelSpec half = llama_spec();
-  half.dtype = "float16";
-  for (const auto& [folder, spec] : {std::pair<std::string, TinyModelSpec>{"quantized", quantized}, {"half", half}}) {
-    SCOPED_TRACE(folder);
-    const auto p = plan_model(write_model(temp, folder, spec));
-    EXPECT_EQ(p->tensor("blk.0.attn_q.weight").type, GgmlType::F16);
-    EXPECT_EQ(p->tensor("token_embd.weight").type, GgmlType::F16);
-    EXPECT_EQ(p->tensor("blk.0.ffn_down.weight").type, GgmlType::F16);
-    EXPECT_EQ(p->tensor("blk.0.ffn_norm.weight").type, GgmlType::F32);
-    EXPECT_EQ(resolve_out_type(p->model, OutType::Auto), GgmlType::F16);
-    EXPECT_TRUE(is_u32(*p, "general.file_type", 1));
+  const auto p = plan_model(write_model(temp, "quantized", quantized));
+  for (const char* name : {"blk.0.attn_q.weight", "blk.0.attn_k.weight", "token_embd.weight", "blk.0.ffn_down.weight"}) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(p->tensor(name).type, GgmlType::Q4_1);
+    EXPECT_TRUE(p->tensor(name).repack);
+    EXPECT_EQ(p->tensor(name).type_note, "lossless from MLX affine 4-bit g64");
   }
+  EXPECT_EQ(p->tensor("blk.0.ffn_norm.weight").type, GgmlType::F32);
+  EXPECT_TRUE(is_u32(*p, "general.file_type", 3));
+}
+
+TEST(LlamaPlan, AutoFallsBackToQ8_0ForWidthsWithoutAnExactType) {
+  TempDir temp;
+  TinyModelSpec quantized = llama_spec();
+  quantized.quant = gen::QuantRecipe::parse("affine:8:64");
+  const auto p = plan_model(write_model(temp, "q8", quantized));
+  const TensorRecipe& q = p->tensor("blk.0.attn_q.weight");
+  EXPECT_EQ(q.type, GgmlType::Q8_0);
+  EXPECT_FALSE(q.repack);
+  EXPECT_EQ(q.type_note, "MLX affine 8-bit g64 re-encoded: affine 8-bit has no exact GGUF type");
+}
+
+TEST(LlamaPlan, ExplicitQ4_1MovesTheCodesOfA4BitSource) {
+  TempDir temp;
+  TinyModelSpec quantized = llama_spec();
+  quantized.quant = gen::QuantRecipe::parse("affine:4:64");
+  const auto dir = write_model(temp, "quantized", quantized);
+  const auto q4_1 = plan_model(dir, OutType::Q4_1);
+  EXPECT_TRUE(q4_1->tensor("blk.0.attn_q.weight").repack);
+  // llama-quantize's Q4_1 mix gives the output head Q6_K, here Q8_0 as rows of 128 are not whole 256-blocks.
+  EXPECT_EQ(q4_1->tensor("output.weight").type, GgmlType::Q8_0);
+  EXPECT_FALSE(q4_1->tensor("output.weight").repack);
+  EXPECT_TRUE(is_u32(*q4_1, "general.file_type", 3));
+  const auto f16 = plan_model(dir, OutType::F16);
+  EXPECT_EQ(f16->tensor("blk.0.attn_q.weight").type, GgmlType::F16);
+  EXPECT_FALSE(f16->tensor("blk.0.attn_q.weight").repack);
 }
 
 TEST(LlamaPlan, Q8_0RowsThatAreNotWholeBlocksFallBackToF16) {

@@ -1,7 +1,13 @@
 #include "plan/planner.h"
 
 #include <fmt/ranges.h>
+#include <tbb/parallel_for.h>
 
+#include <algorithm>
+#include <cctype>
+
+#include "encode/repack.h"
+#include "plan/quant_mix.h"
 #include "plan/architecture.h"
 #include "plan/general_metadata.h"
 #include "plan/tokenizer_metadata.h"
@@ -9,24 +15,43 @@
 
 namespace mlx2gguf {
 
+namespace {
+
+struct OutTypeName {
+  OutType type;
+  const char* name;  // float types, or the name of a llama-quantize mix (plan/quant_mix.h)
+};
+
+constexpr OutTypeName kOutTypes[] = {
+    {OutType::Auto, "auto"},     {OutType::F32, "f32"},       {OutType::F16, "f16"},       {OutType::BF16, "bf16"},
+    {OutType::Q8_0, "q8_0"},     {OutType::Q4_0, "q4_0"},     {OutType::Q4_1, "q4_1"},     {OutType::Q5_0, "q5_0"},
+    {OutType::Q5_1, "q5_1"},     {OutType::Q2_K, "q2_k"},     {OutType::Q3_K_S, "q3_k_s"}, {OutType::Q3_K_M, "q3_k_m"},
+    {OutType::Q3_K_L, "q3_k_l"}, {OutType::Q4_K_S, "q4_k_s"}, {OutType::Q4_K_M, "q4_k_m"}, {OutType::Q5_K_S, "q5_k_s"},
+    {OutType::Q5_K_M, "q5_k_m"}, {OutType::Q6_K, "q6_k"},     {OutType::MXFP4_MOE, "mxfp4_moe"},
+};
+
+const QuantMix* mix_of(OutType type) { return find_quant_mix(out_type_name(type)); }
+
+}  // namespace
+
 std::optional<OutType> parse_out_type(const std::string& name) {
-  if (name == "auto") return OutType::Auto;
-  if (name == "f32") return OutType::F32;
-  if (name == "f16") return OutType::F16;
-  if (name == "bf16") return OutType::BF16;
-  if (name == "q8_0") return OutType::Q8_0;
+  std::string lower = name;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const auto& entry : kOutTypes)
+    if (lower == entry.name) return entry.type;
   return std::nullopt;
 }
 
 const char* out_type_name(OutType type) {
-  switch (type) {
-    case OutType::Auto: return "auto";
-    case OutType::F32: return "f32";
-    case OutType::F16: return "f16";
-    case OutType::BF16: return "bf16";
-    case OutType::Q8_0: return "q8_0";
-  }
+  for (const auto& entry : kOutTypes)
+    if (entry.type == type) return entry.name;
   return "?";
+}
+
+std::vector<std::string> out_type_names() {
+  std::vector<std::string> names;
+  for (const auto& entry : kOutTypes) names.emplace_back(entry.name);
+  return names;
 }
 
 GgmlType resolve_out_type(const SourceModel& model, OutType out_type) {
@@ -34,10 +59,9 @@ GgmlType resolve_out_type(const SourceModel& model, OutType out_type) {
     case OutType::F32: return GgmlType::F32;
     case OutType::F16: return GgmlType::F16;
     case OutType::BF16: return GgmlType::BF16;
-    case OutType::Q8_0: return GgmlType::Q8_0;
-    case OutType::Auto: break;
+    default: break;
   }
-  // The source's 16-bit type: what most weight elements are stored as (quantized sources → F16).
+  // The source's 16-bit type: what most unquantized weight elements are stored as (none → F16).
   int64_t bf16 = 0, f16 = 0;
   for (const auto& [name, tensor] : model.tensors()) {
     if (tensor.quant() || tensor.shape().size() < 2) continue;
@@ -49,22 +73,110 @@ GgmlType resolve_out_type(const SourceModel& model, OutType out_type) {
 
 namespace {
 
-// Tensors llama.cpp needs in F32 whatever the file type: everything 1-D, norms, non-weight parameters.
+// Tensors llama.cpp needs in F32 whatever the file type: everything 1-D, norms, non-weight parameters, and what
+// the architecture marks (routers, conv kernels ...). llama-quantize never re-types these either.
 bool must_stay_f32(const TensorRecipe& tensor) {
   return tensor.keep_f32 || tensor.shape.size() < 2 || tensor.name.ends_with("_norm.weight") ||
          !tensor.name.ends_with(".weight");
 }
 
-void assign_types(ConversionPlan& plan, GgmlType out_type) {
-  for (auto& tensor : plan.tensors) {
-    if (must_stay_f32(tensor)) {
-      tensor.type = GgmlType::F32;
-      continue;
-    }
-    tensor.type = out_type;
-    // Block types need whole blocks per row; such rows keep a 16-bit type, as llama.cpp's converter does.
-    if (tensor.row_length() % ggml_type_info(out_type).block_size != 0) tensor.type = GgmlType::F16;
+// The MLX quantization shared by all sources of a recipe that is a plain copy of quantized rows (no value op,
+// no generated values); nullopt otherwise.
+std::optional<QuantSpec> packed_source_spec(const TensorRecipe& tensor) {
+  if (tensor.sources.empty() || tensor.op != ValueOp::None || !tensor.generated.empty()) return std::nullopt;
+  const auto& first = tensor.sources.front()->quant();
+  if (!first) return std::nullopt;
+  for (const SourceTensor* source : tensor.sources)
+    if (source->quant() != first) return std::nullopt;
+  return first;
+}
+
+std::string describe(const QuantSpec& spec) {
+  return fmt::format("MLX {} {}-bit g{}", quant_mode_name(spec.mode), spec.bits, spec.group_size);
+}
+
+// Why `tensor` cannot be moved losslessly into `type`, or nullopt when it can (then the repack fields are set).
+std::optional<std::string> try_repack(TensorRecipe& tensor, const QuantSpec& spec, GgmlType type) {
+  const LosslessTarget target = lossless_target(spec, tensor.row_length());
+  if (!target.type) return target.reason;
+  if (*target.type != type) return fmt::format("{} is not lossless for it", ggml_type_info(type).name);
+  std::vector<int64_t> groups;
+  if (!tensor.column_map.empty()) {
+    const auto as_groups = column_map_as_groups(tensor.column_map, spec.group_size);
+    if (!as_groups) return "its column reorder splits quantization groups";
+    groups = *as_groups;
   }
+  for (const SourceTensor* source : tensor.sources)
+    if (auto obstacle = repack_obstacle(*source, type)) return obstacle;
+  tensor.repack = true;
+  tensor.repack_groups = std::move(groups);
+  tensor.type_note = "lossless from " + describe(spec);
+  return std::nullopt;
+}
+
+// Block types need whole blocks per row; other rows keep F16, as llama.cpp's tools do.
+GgmlType fit_rows(GgmlType type, int64_t row_length) {
+  return row_length % ggml_type_info(type).block_size == 0 ? type : GgmlType::F16;
+}
+
+MixModel mix_model(const ConversionPlan& plan) {
+  const std::string arch = plan.metadata.get("general.architecture")->strings.at(0);
+  auto u32 = [&](const std::string& key) -> int64_t {
+    const GgufValue* value = plan.metadata.get(arch + "." + key);
+    return value != nullptr && !value->is_array() && !value->ints.empty() ? value->ints[0] : 0;
+  };
+  MixModel model;
+  model.arch = arch;
+  model.n_layer = u32("block_count");
+  model.n_expert = u32("expert_count");
+  model.n_head = u32("attention.head_count");
+  model.n_head_kv = u32("attention.head_count_kv");
+  model.has_output = std::any_of(plan.tensors.begin(), plan.tensors.end(),
+                                 [](const TensorRecipe& t) { return t.name == "output.weight"; });
+  return model;
+}
+
+void assign_types(const SourceModel& model, OutType out_type, ConversionPlan& plan) {
+  std::vector<TensorRecipe*> quantizable;
+  for (auto& tensor : plan.tensors) {
+    if (must_stay_f32(tensor))
+      tensor.type = GgmlType::F32;
+    else
+      quantizable.push_back(&tensor);
+  }
+
+  if (const QuantMix* mix = mix_of(out_type)) {
+    std::vector<MixTensor> mix_tensors;
+    for (const TensorRecipe* tensor : quantizable) mix_tensors.push_back({tensor->name, tensor->shape});
+    const std::vector<GgmlType> types = choose_mix_types(*mix, mix_model(plan), mix_tensors);
+    for (size_t i = 0; i < quantizable.size(); ++i) quantizable[i]->type = types[i];
+  } else {
+    const GgmlType float_type = resolve_out_type(model, out_type);
+    for (TensorRecipe* tensor : quantizable) {
+      const auto spec = packed_source_spec(*tensor);
+      if (out_type != OutType::Auto || !spec) {
+        tensor->type = float_type;
+        continue;
+      }
+      // Auto on MLX-quantized weights: the exact GGUF type when there is one, else Q8_0.
+      const LosslessTarget target = lossless_target(*spec, tensor->row_length());
+      tensor->type = target.type ? *target.type : fit_rows(GgmlType::Q8_0, tensor->row_length());
+    }
+  }
+
+  // Wherever the chosen type is the exact home of the MLX codes, move them instead of re-quantizing. Checking the
+  // scales reads them all, so tensors are checked in parallel.
+  tbb::parallel_for(size_t{0}, quantizable.size(), [&](size_t i) {
+    TensorRecipe& tensor = *quantizable[i];
+    const auto spec = packed_source_spec(tensor);
+    if (!spec) return;
+    const LosslessTarget target = lossless_target(*spec, tensor.row_length());
+    if (target.type && *target.type != tensor.type) return;  // a type chosen for other reasons
+    const auto obstacle = try_repack(tensor, *spec, tensor.type);
+    if (!obstacle) return;
+    if (out_type == OutType::Auto) tensor.type = fit_rows(GgmlType::Q8_0, tensor.row_length());
+    tensor.type_note = fmt::format("{} re-encoded: {}", describe(*spec), *obstacle);
+  });
 }
 
 }  // namespace
@@ -90,8 +202,10 @@ ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options) {
   tokenizer_options.pre_override = options.tokenizer_pre;
   add_tokenizer_metadata(model.folder(), vocab_rows, tokenizer_options, plan.metadata);
 
-  assign_types(plan, resolve_out_type(model, options.out_type));
+  assign_types(model, options.out_type, plan);
   add_general_metadata(model, options.name.value_or(""), plan);
+  if (const QuantMix* mix = mix_of(options.out_type))
+    plan.metadata.set("general.file_type", GgufValue::u32(mix->llama_ftype));
   return plan;
 }
 

@@ -2,16 +2,22 @@
 // Plans a conversion: architecture mapping, tokenizer and general metadata, and the type of every tensor.
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "plan/plan.h"
 
 namespace mlx2gguf {
 
-// --outtype. Auto picks the source's 16-bit float type (F16 for quantized or F32 sources).
-enum class OutType { Auto, F32, F16, BF16, Q8_0 };
+// --outtype: auto, a float type, or one of llama-quantize's file types (see plan/quant_mix.h).
+// Auto keeps MLX-quantized weights losslessly (repacked) and other weights in the source's 16-bit float type.
+enum class OutType {
+  Auto, F32, F16, BF16,
+  Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, MXFP4_MOE,
+};
 
 std::optional<OutType> parse_out_type(const std::string& name);
 const char* out_type_name(OutType type);
+std::vector<std::string> out_type_names();
 
 struct PlanOptions {
   OutType out_type = OutType::Auto;
@@ -21,7 +27,7 @@ struct PlanOptions {
 
 ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options);
 
-// The float type Auto resolves to for this model.
+// The float type that Auto uses for unquantized weights: the source's 16-bit type (F16 when it has none).
 GgmlType resolve_out_type(const SourceModel& model, OutType out_type);
 
 }  // namespace mlx2gguf
