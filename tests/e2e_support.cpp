@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <random>
 
+#include "oracle/llama_oracle.h"
+
 namespace e2e {
 
 namespace fs = std::filesystem;
@@ -29,6 +31,65 @@ fs::path cached_model(const std::string& key, const mlx2gguf::gen::TinyModelSpec
   fs::rename(temp, dir, ec);  // another process may have won the race: its copy is identical
   if (ec) fs::remove_all(temp);
   return dir;
+}
+
+mlx2gguf::gen::TinyModelSpec model_spec(const std::string& model) {
+  using mlx2gguf::gen::TinyModelSpec;
+  TinyModelSpec s;
+  if (model == "llama") {
+    s.model_type = "llama";
+    s.tokenizer_dir = oracle::real_tokenizer_dir("llama3");
+    s.rope_theta = 500000;
+    s.rope_scaling = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                      {"original_max_position_embeddings", 64}};
+    s.seed = 11;
+  } else if (model == "mistral") {
+    s.model_type = "mistral";
+    s.tokenizer_dir = oracle::real_tokenizer_dir("llama2");
+    s.head_dim = 64;
+    s.tie_embeddings = true;
+    s.attention_bias = true;
+    s.rope_scaling = {{"type", "linear"}, {"factor", 2.0}};
+    s.seed = 12;
+  } else if (model == "mixtral") {
+    s.model_type = "mixtral";
+    s.tokenizer_dir = oracle::real_tokenizer_dir("llama2");
+    s.experts = 4;
+    s.experts_per_tok = 2;
+    s.rope_theta = 1e6;
+    s.seed = 13;
+  } else if (model == "qwen35moe" || model == "qwen35moe-hf") {
+    s.model_type = "qwen3_5_moe";
+    s.tokenizer_dir = oracle::real_tokenizer_dir("qwen3");
+    s.seed = 21;
+  } else if (model == "qwen35") {
+    s.model_type = "qwen3_5";
+    s.tokenizer_dir = oracle::real_tokenizer_dir("qwen3");
+    s.seed = 22;
+  } else if (model == "qwen36-widths" || model == "qwen36-widths-hf") {
+    s = mlx2gguf::gen::qwen36_like_spec();
+  } else {
+    throw std::runtime_error("unknown test model " + model);
+  }
+  if (model.ends_with("-hf")) {
+    s.layout = "hf";
+    s.hf_extra_tensors = true;
+  }
+  return s;
+}
+
+fs::path model_folder(const std::string& model, const std::string& variant) {
+  mlx2gguf::gen::TinyModelSpec spec = model_spec(model);
+  int bits = 0, group_size = 0;
+  if (variant == "mxfp4" || variant == "nvfp4" || variant == "mxfp8") {
+    spec.quant = mlx2gguf::gen::QuantRecipe::parse(variant);
+  } else if (std::sscanf(variant.c_str(), "q%dg%d", &bits, &group_size) == 2) {
+    spec.quant = mlx2gguf::gen::QuantRecipe::parse(fmt::format("affine:{}:{}", bits, group_size));
+  } else if (variant != "bf16") {
+    throw std::runtime_error("unknown test model variant " + variant);
+  }
+  if (spec.quant && spec.layout == "hf") throw std::runtime_error("Hugging Face layouts are never quantized");
+  return cached_model(model + "-" + variant, spec);
 }
 
 CommandResult run_mlx2gguf(const std::vector<std::string>& args, const fs::path& cwd) {

@@ -16,6 +16,19 @@ std::filesystem::path work_dir();
 // Generates the model once (atomically, so concurrent test processes can share it) and returns its folder.
 std::filesystem::path cached_model(const std::string& key, const mlx2gguf::gen::TinyModelSpec& spec);
 
+// The tiny source models the end-to-end tests share:
+//   llama          Llama 3 style: byte-level BPE (real Llama 3 tokenizer), llama3 rope scaling, untied head
+//   mistral        SentencePiece BPE (real Llama 2 tokenizer), head_dim != hidden/heads, tied, bias, linear rope
+//   mixtral        stacked experts under switch_mlp (4 experts, top 2)
+//   qwen35moe      small Qwen3.5/3.6 MoE (real Qwen3 tokenizer); qwen35moe-hf: the same in Hugging Face layout
+//   qwen35         small dense Qwen3.5
+//   qwen36-widths  Qwen3.6-35B-A3B's real widths on 2 layers; qwen36-widths-hf: Hugging Face layout
+mlx2gguf::gen::TinyModelSpec model_spec(const std::string& model);
+
+// The folder of `model` saved as `variant`: "bf16" (unquantized) or an MLX quantization: "q4g64" (affine 4-bit,
+// group 64; any bits/group), "mxfp4", "nvfp4", "mxfp8". Hugging Face layouts exist only unquantized.
+std::filesystem::path model_folder(const std::string& model, const std::string& variant);
+
 struct CommandResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr together

@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "convert.h"
 #include "e2e_support.h"
 #include "eval/reference.h"
@@ -14,61 +16,22 @@
 namespace {
 
 namespace fs = std::filesystem;
-using mlx2gguf::gen::QuantRecipe;
-using mlx2gguf::gen::TinyModelSpec;
-
-TinyModelSpec small_moe(const std::string& layout) {
-  TinyModelSpec s;
-  s.model_type = "qwen3_5_moe";
-  s.layout = layout;
-  s.tokenizer_dir = oracle::real_tokenizer_dir("qwen3");
-  s.hf_extra_tensors = layout == "hf";
-  s.seed = 21;
-  return s;
-}
-
-TinyModelSpec small_dense() {
-  TinyModelSpec s;
-  s.model_type = "qwen3_5";
-  s.tokenizer_dir = oracle::real_tokenizer_dir("qwen3");
-  s.seed = 22;
-  return s;
-}
-
-TinyModelSpec real_widths(const std::string& layout) {
-  TinyModelSpec s = mlx2gguf::gen::qwen36_like_spec();
-  s.layout = layout;
-  s.hf_extra_tensors = layout == "hf";
-  return s;
-}
 
 struct QwenCase {
   std::string model, outtype;
 };
 void PrintTo(const QwenCase& c, std::ostream* os) { *os << c.model << "/" << c.outtype; }
 
+// Test model names → shared tiny models (tests/e2e_support.h).
 fs::path folder_for(const std::string& model) {
-  if (model == "moe-bf16") return e2e::cached_model("qwen35moe-bf16", small_moe("mlx"));
-  if (model == "moe-q4g64") {
-    TinyModelSpec s = small_moe("mlx");
-    s.quant = QuantRecipe::parse("affine:4:64");
-    return e2e::cached_model("qwen35moe-q4g64", s);
-  }
-  if (model == "moe-hf") return e2e::cached_model("qwen35moe-hf", small_moe("hf"));
-  if (model == "dense-bf16") return e2e::cached_model("qwen35-bf16", small_dense());
-  if (model == "dense-q4g64") {
-    TinyModelSpec s = small_dense();
-    s.quant = QuantRecipe::parse("affine:4:64");
-    return e2e::cached_model("qwen35-q4g64", s);
-  }
-  if (model == "widths-bf16") return e2e::cached_model("qwen36-widths-bf16", real_widths("mlx"));
-  if (model == "widths-q4g64") {
-    TinyModelSpec s = real_widths("mlx");
-    s.quant = QuantRecipe::parse("affine:4:64");
-    return e2e::cached_model("qwen36-widths-q4g64", s);
-  }
-  if (model == "widths-hf") return e2e::cached_model("qwen36-widths-hf", real_widths("hf"));
-  throw std::runtime_error("unknown model " + model);
+  const std::map<std::string, std::pair<std::string, std::string>> folders = {
+      {"moe-bf16", {"qwen35moe", "bf16"}},         {"moe-q4g64", {"qwen35moe", "q4g64"}},
+      {"moe-hf", {"qwen35moe-hf", "bf16"}},        {"dense-bf16", {"qwen35", "bf16"}},
+      {"dense-q4g64", {"qwen35", "q4g64"}},        {"widths-bf16", {"qwen36-widths", "bf16"}},
+      {"widths-q4g64", {"qwen36-widths", "q4g64"}}, {"widths-hf", {"qwen36-widths-hf", "bf16"}},
+  };
+  const auto& [name, variant] = folders.at(model);
+  return e2e::model_folder(name, variant);
 }
 
 struct Measured {
