@@ -126,7 +126,8 @@ std::string type_name(const testing::TestParamInfo<GgmlType>& info) { return ggm
 
 INSTANTIATE_TEST_SUITE_P(AllQuantizedTypes, EncoderQuality,
                          testing::Values(GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                                         GgmlType::Q8_0, GgmlType::MXFP4, GgmlType::NVFP4),
+                                         GgmlType::Q8_0, GgmlType::MXFP4, GgmlType::NVFP4, GgmlType::Q2_K,
+                                         GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K),
                          type_name);
 
 }  // namespace

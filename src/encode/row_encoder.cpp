@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "encode/block_quants.h"
+#include "encode/k_quants.h"
 #include "util/error.h"
 #include "util/half.h"
 
@@ -47,6 +48,11 @@ constexpr RowCodec kCodecs[] = {
     {GgmlType::Q5_1, quantize_row_q5_1, dequantize_row_q5_1},
     {GgmlType::MXFP4, quantize_row_mxfp4, dequantize_row_mxfp4},
     {GgmlType::NVFP4, quantize_row_nvfp4, dequantize_row_nvfp4},
+    {GgmlType::Q2_K, quantize_row_q2_k, dequantize_row_q2_k},
+    {GgmlType::Q3_K, quantize_row_q3_k, dequantize_row_q3_k},
+    {GgmlType::Q4_K, quantize_row_q4_k, dequantize_row_q4_k},
+    {GgmlType::Q5_K, quantize_row_q5_k, dequantize_row_q5_k},
+    {GgmlType::Q6_K, quantize_row_q6_k, dequantize_row_q6_k},
 };
 
 const RowCodec& codec(GgmlType type) {
