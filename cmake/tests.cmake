@@ -20,3 +20,7 @@ gtest_discover_tests(mlx2gguf_tests DISCOVERY_TIMEOUT 120 PROPERTIES TIMEOUT 180
 # Runs a GGUF in the oracle's llama.cpp: used by the README example.
 add_executable(mlx2gguf-run-in-llama ${CMAKE_SOURCE_DIR}/tools/run_in_llama.cpp)
 target_link_libraries(mlx2gguf-run-in-llama PRIVATE mlx2gguf_core llama_oracle CLI11::CLI11)
+
+# Speed benchmark (scripts/bench.sh): our encoders and repack against ggml's quantizer and `cat`.
+add_executable(mlx2gguf-bench ${CMAKE_SOURCE_DIR}/tools/bench.cpp)
+target_link_libraries(mlx2gguf-bench PRIVATE mlx2gguf_core llama_oracle CLI11::CLI11)

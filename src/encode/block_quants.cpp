@@ -64,10 +64,8 @@ uint16_t quantize_symmetric_block(const float* x, int levels, uint8_t* codes) {
   const float d = signed_absmax(x, 32) / static_cast<float>(-levels);
   const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
   const float offset = static_cast<float>(levels) + 0.5f;
-  for (int j = 0; j < 32; ++j) {
-    const int code = static_cast<int8_t>(x[j] * inverse + offset);
-    codes[j] = static_cast<uint8_t>(std::min(2 * levels - 1, code));
-  }
+  // Truncation through int (the value is positive) matches the reference's cast and vectorizes.
+  for (int j = 0; j < 32; ++j) codes[j] = static_cast<uint8_t>(std::min(2 * levels - 1, static_cast<int>(x[j] * inverse + offset)));
   return f32_to_f16(d);
 }
 
@@ -75,15 +73,12 @@ uint16_t quantize_symmetric_block(const float* x, int levels, uint8_t* codes) {
 void quantize_asymmetric_block(const float* x, int top, uint16_t& d16, uint16_t& m16, uint8_t* codes) {
   float min = FLT_MAX, max = -FLT_MAX;
   for (int j = 0; j < 32; ++j) {
-    min = std::min(min, x[j]);
-    max = std::max(max, x[j]);
+    if (x[j] < min) min = x[j];
+    if (x[j] > max) max = x[j];
   }
   const float d = (max - min) / static_cast<float>(top);
   const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
-  for (int j = 0; j < 32; ++j) {
-    const int code = static_cast<uint8_t>((x[j] - min) * inverse + 0.5f);
-    codes[j] = static_cast<uint8_t>(std::min(top, code));
-  }
+  for (int j = 0; j < 32; ++j) codes[j] = static_cast<uint8_t>(std::min(top, static_cast<int>((x[j] - min) * inverse + 0.5f)));
   d16 = f32_to_f16(d);
   m16 = f32_to_f16(min);
 }
