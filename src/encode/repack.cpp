@@ -21,6 +21,36 @@ bool exact_in_f16(float value) {
   return back == value && std::signbit(back) == std::signbit(value);
 }
 
+// The same answer for every bf16 bit pattern, computed once: checking a big model's scales is then a lookup.
+bool bf16_exact_in_f16(uint16_t bits) {
+  static const std::vector<bool> table = [] {
+    std::vector<bool> t(65536);
+    for (uint32_t b = 0; b < 65536; ++b) t[b] = exact_in_f16(bf16_to_f32(static_cast<uint16_t>(b)));
+    return t;
+  }();
+  return table[bits];
+}
+
+// Whether `count` stored floats (scales or biases of one row) are all exact in fp16.
+bool all_exact_in_f16(const uint8_t* values, DType dtype, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    uint16_t bits;
+    switch (dtype) {
+      case DType::BF16:
+        std::memcpy(&bits, values + 2 * i, 2);
+        if (!bf16_exact_in_f16(bits)) return false;
+        break;
+      case DType::F16:
+        std::memcpy(&bits, values + 2 * i, 2);
+        if ((bits & 0x7c00) == 0x7c00) return false;  // inf or NaN
+        break;
+      default:
+        if (!exact_in_f16(load_float(values, dtype, i))) return false;
+    }
+  }
+  return true;
+}
+
 // ggml's UE4M3 reads the same bits as MLX's E4M3 for every non-negative code except 0x7F (NaN in MLX).
 bool exact_in_ue4m3(uint8_t e4m3) { return (e4m3 & 0x80) == 0 && e4m3 != 0x7f; }
 
@@ -54,28 +84,32 @@ std::optional<std::string> repack_obstacle(const SourceTensor& tensor, GgmlType 
   const int64_t groups = tensor.groups_per_row();
   for (int64_t r = 0; r < tensor.row_count(); ++r) {
     const SourceTensor::PackedRow row = tensor.packed_row(r);
-    for (int64_t g = 0; g < groups; ++g) {
-      switch (target) {
-        case GgmlType::Q4_1:
-        case GgmlType::Q5_1: {
+    switch (target) {
+      case GgmlType::Q4_1:
+      case GgmlType::Q5_1:
+        if (all_exact_in_f16(row.scales, tensor.value_dtype(), groups) &&
+            all_exact_in_f16(row.biases, tensor.value_dtype(), groups))
+          break;
+        for (int64_t g = 0; g < groups; ++g) {  // name the first offending group
           const float scale = load_float(row.scales, tensor.value_dtype(), g);
           const float bias = load_float(row.biases, tensor.value_dtype(), g);
           if (!exact_in_f16(scale) || !exact_in_f16(bias))
             return fmt::format("'{}': row {} group {} has scale {} / bias {}, not exact in fp16", tensor.name(), r, g,
                                scale, bias);
-          break;
         }
-        case GgmlType::MXFP4:
+        break;
+      case GgmlType::MXFP4:
+        for (int64_t g = 0; g < groups; ++g)
           if (!exact_in_e8m0(row.scales[g]))
             return fmt::format("'{}': row {} group {} has the invalid E8M0 scale 0xFF", tensor.name(), r, g);
-          break;
-        case GgmlType::NVFP4:
+        break;
+      case GgmlType::NVFP4:
+        for (int64_t g = 0; g < groups; ++g)
           if (!exact_in_ue4m3(row.scales[g]))
             return fmt::format("'{}': row {} group {} has E4M3 scale 0x{:02X}, which unsigned E4M3 cannot hold",
                                tensor.name(), r, g, row.scales[g]);
-          break;
-        default: fail("internal error: {} is not a repack target", ggml_type_info(target).name);
-      }
+        break;
+      default: fail("internal error: {} is not a repack target", ggml_type_info(target).name);
     }
   }
   return std::nullopt;
@@ -107,21 +141,36 @@ void repack_row(const SourceTensor& tensor, int64_t row, GgmlType target, const 
   codes.resize(static_cast<size_t>(length));
   for (int64_t g = 0; g < length / group_size; ++g) {
     const int64_t from = source_group(g) * group_size;
+    uint8_t* group_codes = codes.data() + g * group_size;
+    if (spec.bits == 4) {  // the common case: two codes per byte, low nibble first
+      const uint8_t* packed = source.codes + from / 2;
+      for (int64_t k = 0; k < group_size / 2; ++k) {
+        group_codes[2 * k] = packed[k] & 0x0f;
+        group_codes[2 * k + 1] = packed[k] >> 4;
+      }
+      continue;
+    }
     for (int64_t j = 0; j < group_size; ++j)
-      codes[g * group_size + j] = static_cast<uint8_t>(unpack_code(source.codes, from + j, spec.bits));
+      group_codes[j] = static_cast<uint8_t>(unpack_code(source.codes, from + j, spec.bits));
   }
 
   const int64_t block_size = ggml_type_info(target).block_size;
   const int64_t block_bytes = ggml_type_info(target).type_size;
+  int64_t converted_group = -1;
+  uint16_t d = 0, m = 0;
   for (int64_t b = 0; b < length / block_size; ++b) {
     const uint8_t* block_codes = codes.data() + b * block_size;
     uint8_t* block = out + b * block_bytes;
     switch (target) {
       case GgmlType::Q4_1:
       case GgmlType::Q5_1: {
+        // A group of 64 or 128 spans several blocks that share its scale and bias.
         const int64_t g = source_group(b * block_size / group_size);
-        const uint16_t d = f32_to_f16(load_float(source.scales, tensor.value_dtype(), g));
-        const uint16_t m = f32_to_f16(load_float(source.biases, tensor.value_dtype(), g));
+        if (g != converted_group) {
+          d = f32_to_f16(load_float(source.scales, tensor.value_dtype(), g));
+          m = f32_to_f16(load_float(source.biases, tensor.value_dtype(), g));
+          converted_group = g;
+        }
         if (target == GgmlType::Q4_1)
           pack_q4_1_block(d, m, block_codes, block);
         else
