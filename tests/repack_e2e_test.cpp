@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <set>
 
 #include "convert.h"
 #include "e2e_support.h"
@@ -21,31 +22,48 @@ namespace {
 namespace fs = std::filesystem;
 using mlx2gguf::GgmlType;
 
+// A 4-bit llama whose per-module overrides mix modes and widths in one model, as mlx-lm's mixed recipes do:
+// value projections mxfp4, down projections affine 5-bit g32, gate projections 8-bit (no exact type: Q8_0), the
+// up projections left in float.
+std::filesystem::path mixed_llama() {
+  using mlx2gguf::gen::QuantOverride;
+  auto spec = e2e::model_spec("llama");
+  spec.quant = mlx2gguf::gen::QuantRecipe::parse("affine:4:64");
+  spec.quant->overrides = {QuantOverride{"v_proj", 4, 32, "mxfp4"}, QuantOverride{"down_proj", 5, 32, "affine"},
+                           QuantOverride{"gate_proj", 8, 64, ""}, QuantOverride{"up_proj", 0, 64, ""}};
+  return e2e::cached_model("llama-mixed", spec);
+}
+
+std::filesystem::path source_folder(const std::string& model, const std::string& variant) {
+  return variant == "mixed" ? mixed_llama() : e2e::model_folder(model, variant);
+}
+
 struct RepackCase {
   std::string model, variant;
-  GgmlType lossless;         // the type the quantized weights must land in
+  std::set<GgmlType> lossless;  // the types the quantized weights must land in
   bool every_tensor = true;  // false: some tensors are known to fall back (and must say why)
 };
 void PrintTo(const RepackCase& c, std::ostream* os) { *os << c.model << "/" << c.variant; }
 
 std::vector<RepackCase> repack_cases() {
   return {
-      {"llama", "q4g64", GgmlType::Q4_1},
-      {"llama", "q3g64", GgmlType::Q4_1},
-      {"llama", "q2g32", GgmlType::Q4_1},
-      {"llama", "q5g64", GgmlType::Q5_1},
-      {"llama", "mxfp4", GgmlType::MXFP4},
-      {"llama", "nvfp4", GgmlType::NVFP4},
-      {"mistral", "q4g64", GgmlType::Q4_1},
-      {"mixtral", "q4g64", GgmlType::Q4_1},
-      {"mixtral", "mxfp4", GgmlType::MXFP4},
+      {"llama", "q4g64", {GgmlType::Q4_1}},
+      {"llama", "mixed", {GgmlType::Q4_1, GgmlType::MXFP4, GgmlType::Q5_1}, false},
+      {"llama", "q3g64", {GgmlType::Q4_1}},
+      {"llama", "q2g32", {GgmlType::Q4_1}},
+      {"llama", "q5g64", {GgmlType::Q5_1}},
+      {"llama", "mxfp4", {GgmlType::MXFP4}},
+      {"llama", "nvfp4", {GgmlType::NVFP4}},
+      {"mistral", "q4g64", {GgmlType::Q4_1}},
+      {"mixtral", "q4g64", {GgmlType::Q4_1}},
+      {"mixtral", "mxfp4", {GgmlType::MXFP4}},
       // Linear-attention value heads of 32 split the groups of 64: ssm_out is re-encoded to Q8_0, and says so.
-      {"qwen35moe", "q4g64", GgmlType::Q4_1, false},
-      {"qwen35moe", "q4g32", GgmlType::Q4_1},
-      {"qwen35", "q4g64", GgmlType::Q4_1, false},
-      {"qwen36-widths", "q4g64", GgmlType::Q4_1},
-      {"qwen36-widths", "mxfp4", GgmlType::MXFP4},
-      {"qwen36-widths", "nvfp4", GgmlType::NVFP4},
+      {"qwen35moe", "q4g64", {GgmlType::Q4_1}, false},
+      {"qwen35moe", "q4g32", {GgmlType::Q4_1}},
+      {"qwen35", "q4g64", {GgmlType::Q4_1}, false},
+      {"qwen36-widths", "q4g64", {GgmlType::Q4_1}},
+      {"qwen36-widths", "mxfp4", {GgmlType::MXFP4}},
+      {"qwen36-widths", "nvfp4", {GgmlType::NVFP4}},
   };
 }
 
@@ -65,7 +83,7 @@ class AutoRepack : public testing::TestWithParam<RepackCase> {};
 
 TEST_P(AutoRepack, GgmlReadsEveryRepackedTensorAsMlxValues) {
   const RepackCase& c = GetParam();
-  const auto folder = e2e::model_folder(c.model, c.variant);
+  const auto folder = source_folder(c.model, c.variant);
   const auto gguf = e2e::work_dir() / fmt::format("repack-{}-{}.gguf", c.model, c.variant);
   const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", gguf.string()});
   ASSERT_EQ(result.exit_code, 0) << result.output;
@@ -90,7 +108,7 @@ TEST_P(AutoRepack, GgmlReadsEveryRepackedTensorAsMlxValues) {
       continue;
     }
     ++repacked;
-    EXPECT_EQ(recipe.type, c.lossless) << recipe.name;
+    EXPECT_TRUE(c.lossless.contains(recipe.type)) << recipe.name;
     std::vector<float> mlx(static_cast<size_t>(recipe.row_count() * recipe.row_length()));
     mlx2gguf::read_recipe_rows(recipe, 0, recipe.row_count(), mlx.data());
     const uint8_t* data = bytes.bytes().data() + file.data_start + info.offset;
@@ -101,8 +119,10 @@ TEST_P(AutoRepack, GgmlReadsEveryRepackedTensorAsMlxValues) {
       ASSERT_TRUE(std::memcmp(&mlx[i], &ggml[i], 4) == 0 || (mlx[i] == 0.0f && ggml[i] == 0.0f))
           << recipe.name << " element " << i << ": MLX " << mlx[i] << ", ggml " << ggml[i];
   }
+  std::string types;
+  for (GgmlType type : c.lossless) types += std::string(types.empty() ? "" : "/") + mlx2gguf::ggml_type_info(type).name;
   std::printf("[ REPACK   ] %s/%s: %d tensors repacked bit-exactly as %s, %d re-encoded with a stated reason\n",
-              c.model.c_str(), c.variant.c_str(), repacked, mlx2gguf::ggml_type_info(c.lossless).name, fallbacks);
+              c.model.c_str(), c.variant.c_str(), repacked, types.c_str(), fallbacks);
   EXPECT_GT(repacked, 0);
   if (c.every_tensor) EXPECT_EQ(fallbacks, 0);
   EXPECT_NE(result.output.find("lossless from MLX"), std::string::npos) << result.output;
@@ -110,7 +130,7 @@ TEST_P(AutoRepack, GgmlReadsEveryRepackedTensorAsMlxValues) {
 
 TEST_P(AutoRepack, LlamaCppRunsItLikeTheF32ConversionOfTheSameWeights) {
   const RepackCase& c = GetParam();
-  const auto folder = e2e::model_folder(c.model, c.variant);
+  const auto folder = source_folder(c.model, c.variant);
   const auto repacked = e2e::work_dir() / fmt::format("repack-run-{}-{}.gguf", c.model, c.variant);
   const auto f32 = e2e::work_dir() / fmt::format("repack-run-{}-{}-f32.gguf", c.model, c.variant);
   ASSERT_EQ(e2e::run_mlx2gguf({"convert", folder.string(), "-o", repacked.string(), "-q"}).exit_code, 0);
@@ -124,7 +144,7 @@ TEST_P(AutoRepack, LlamaCppRunsItLikeTheF32ConversionOfTheSameWeights) {
   const double vs_f32 = e2e::nmse(ours, exact);
   std::printf("[ NMSE     ] %s/%s repacked: vs f32 conversion %.3e, vs reference %.3e\n", c.model.c_str(),
               c.variant.c_str(), vs_f32, e2e::nmse(ours, reference));
-  if (c.lossless == GgmlType::Q4_1) {
+  if (c.lossless == std::set<GgmlType>{GgmlType::Q4_1}) {
     // What users get today: llama.cpp re-quantizing the dequantized weights to the same type.
     const auto theirs = e2e::work_dir() / fmt::format("repack-run-{}-{}-llama-q4_1.gguf", c.model, c.variant);
     oracle::llama_quantize_file(f32.string(), theirs.string(), 3);
@@ -140,9 +160,12 @@ TEST_P(AutoRepack, LlamaCppRunsItLikeTheF32ConversionOfTheSameWeights) {
 
 INSTANTIATE_TEST_SUITE_P(MlxQuantized, AutoRepack, testing::ValuesIn(repack_cases()), case_name);
 
-TEST(AutoRepackFallback, WidthsWithoutAnExactTypeBecomeQ8_0AndTheSummarySaysWhy) {
-  const auto folder = e2e::model_folder("llama", "q8g32");
-  const auto gguf = e2e::work_dir() / "repack-llama-q8g32.gguf";
+class AutoRepackFallback : public testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(AutoRepackFallback, ModesWithoutAnExactTypeBecomeQ8_0AndTheSummarySaysWhy) {
+  const auto& [variant, reason] = GetParam();
+  const auto folder = e2e::model_folder("llama", variant);
+  const auto gguf = e2e::work_dir() / fmt::format("repack-llama-{}.gguf", variant);
   const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", gguf.string()});
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto file = mlx2gguf::GgufFile::read(gguf);
@@ -152,9 +175,21 @@ TEST(AutoRepackFallback, WidthsWithoutAnExactTypeBecomeQ8_0AndTheSummarySaysWhy)
     q8 += t.type == GgmlType::Q8_0;
   }
   EXPECT_GT(q8, 0);
-  EXPECT_NE(result.output.find("MLX affine 8-bit g32 re-encoded: affine 8-bit has no exact GGUF type"), std::string::npos)
-      << result.output;
+  EXPECT_NE(result.output.find(reason), std::string::npos) << result.output;
+  // Re-encoded from MLX's exact values: as close to the source as llama.cpp's q8_0 of the f32 conversion.
+  auto model = oracle::LlamaModel::load(gguf.string());
+  const auto tokens = probe_for(*model);
+  const double error = e2e::nmse(model->logits(tokens), mlx2gguf::reference_logits(mlx2gguf::SourceModel::open(folder), tokens));
+  std::printf("[ NMSE     ] llama/%s auto (Q8_0) vs reference = %.3e\n", variant.c_str(), error);
+  EXPECT_LE(error, 2e-3);
   fs::remove(gguf);
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    NoExactType, AutoRepackFallback,
+    testing::Values(std::pair{"q8g32", "MLX affine 8-bit g32 re-encoded: affine 8-bit has no exact GGUF type"},
+                    std::pair{"q6g64", "MLX affine 6-bit g64 re-encoded: affine 6-bit has no exact GGUF type"},
+                    std::pair{"mxfp8", "MLX mxfp8 8-bit g32 re-encoded: mxfp8 has no exact GGUF type"}),
+    [](const auto& info) { return info.param.first; });
 
 }  // namespace
