@@ -110,6 +110,31 @@ INSTANTIATE_TEST_SUITE_P(Qwen35, Qwen35Logits, testing::ValuesIn(qwen_cases()),
                            return name;
                          });
 
+// The same model saved by mlx-lm (norms stored as 1 + w, conv1d [C, K, 1], stacked experts) and as the Hugging
+// Face checkpoint (raw norms, conv1d [C, 1, K], fused gate_up experts) converts to GGUF files that llama.cpp runs
+// identically. Float32 storage, so that mlx-lm's 1 + w is not rounded to bf16 and both folders hold one model.
+TEST(Qwen35Layouts, MlxAndHuggingFaceFoldersGiveTheSameLogitsInLlamaCpp) {
+  auto spec = e2e::model_spec("qwen35moe");
+  spec.dtype = "float32";
+  const auto mlx = e2e::cached_model("qwen35moe-float32", spec);
+  auto hf_spec = e2e::model_spec("qwen35moe-hf");
+  hf_spec.dtype = "float32";
+  const auto hf = e2e::cached_model("qwen35moe-hf-float32", hf_spec);
+  std::vector<float> logits[2];
+  for (int i = 0; i < 2; ++i) {
+    const auto folder = i == 0 ? mlx : hf;
+    const auto gguf = e2e::work_dir() / fmt::format("qwen-layout-{}.gguf", i == 0 ? "mlx" : "hf");
+    const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "-o", gguf.string(), "--outtype", "f32", "-q"});
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    auto model = oracle::LlamaModel::load(gguf.string());
+    logits[i] = model->logits(tokens_for(*model));
+    fs::remove(gguf);
+  }
+  const double difference = e2e::nmse(logits[1], logits[0]);
+  std::printf("[ NMSE     ] qwen35moe MLX layout vs Hugging Face layout, both f32 in llama.cpp = %.3e\n", difference);
+  EXPECT_LE(difference, 1e-10);
+}
+
 // Each known silent failure of MLX/HF → GGUF converters, applied to a correct plan, must break the logits check.
 class Qwen35FailureModes : public testing::Test {
  protected:
