@@ -74,6 +74,8 @@ ModelNameParts parse_model_name(const std::string& folder_name) {
   return result;
 }
 
+// As llama.cpp's converter writes it: the largest scale the count exceeds, and decimals only until the rounded
+// value shows two significant digits ("7.6B", "35B", "10B" for 9.96e9, "0.50M").
 std::string format_parameter_count(double count) {
   struct Scale {
     double value;
@@ -82,13 +84,14 @@ std::string format_parameter_count(double count) {
   static const Scale scales[] = {{1e12, "T"}, {1e9, "B"}, {1e6, "M"}, {1e3, "K"}};
   Scale chosen = scales[3];
   for (const auto& scale : scales) {
-    if (count >= scale.value) {
+    if (count > scale.value) {
       chosen = scale;
       break;
     }
   }
   const double scaled = count / chosen.value;
-  const int digits = scaled >= 1 ? static_cast<int>(std::floor(std::log10(scaled))) + 1 : 1;
+  const long long rounded = std::llround(scaled);
+  const int digits = rounded == 0 ? 0 : static_cast<int>(std::to_string(rounded).size());
   const int decimals = std::max(0, 2 - digits);
   return fmt::format("{:.{}f}{}", scaled, decimals, chosen.suffix);
 }

@@ -602,6 +602,8 @@ TEST(FormatParameterCount, UsesTheLargestScaleWithAtLeastTwoSignificantDigits) {
   EXPECT_EQ(format_parameter_count(1.24e6), "1.2M");
   EXPECT_EQ(format_parameter_count(46.7e3), "47K");
   EXPECT_EQ(format_parameter_count(1.2e12), "1.2T");
+  EXPECT_EQ(format_parameter_count(9.96e9), "10B");  // rounding up gains a digit: no decimal then
+  EXPECT_EQ(format_parameter_count(0.4e3), "0.40K");
 }
 
 TEST(FormatParameterCount, MoeSizeLabelCountsSharedWeightsPlusOneExpert) {
