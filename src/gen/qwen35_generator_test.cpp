@@ -551,7 +551,7 @@ TEST(Qwen35Generator, RealWidthsPreset) {
   EXPECT_EQ(spec.moe_intermediate, 512);
   EXPECT_EQ(spec.shared_expert_intermediate, 512);
   EXPECT_EQ(spec.experts, 4);
-  EXPECT_EQ(spec.experts_per_tok, 2);
+  EXPECT_EQ(spec.experts_per_tok, 3);  // the boundary expert carries little weight, as in the real model
   EXPECT_EQ(tiny_model_preset("qwen3.6-35b-a3b-widths").hidden, 2048);
   EXPECT_THROW(tiny_model_preset("qwen9"), Error);
   // Both layer kinds at real widths (shapes checked without writing the 180 MB folder).

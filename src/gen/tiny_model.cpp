@@ -132,14 +132,36 @@ struct Layout {
 // Weight scales keep a forward pass tame: linear outputs have about the variance of their inputs, embedding rows
 // have unit RMS after the first norm anyway, and norm weights sit near (never exactly at) 1 so that a converter
 // that drops or shifts them is caught.
+// Residual branches end in `output` projections (attention o_proj, linear-attention out_proj, MLP and expert
+// down_proj; biases alike), drawn with standard deviation 1/sqrt(in * hidden) instead of 1/sqrt(in): each block adds
+// to the residual stream an update of about its input's RMS (0.3-0.6) times an embedding row's (1/sqrt(hidden)), at
+// any width, so the stream changes gradually from block to block, as hidden states of trained decoders do
+// (consecutive layers' hidden states are highly similar). At unit gain every block wrote an update as large as the
+// stream (the first one six times the embedding it is added to). A SwiGLU MLP or a Gated DeltaNet block answers a
+// relative change of its input with a ~1.6x larger relative change of its output (it multiplies two projections of
+// the same input), so a perturbation of the stream grew by about (1 + 2.5) / 2 per block: llama.cpp's 8-bit rounding
+// of the first block's matmul inputs reached the logits of the 4-layer Qwen3.5 amplified ~8x (NMSE 1.4e-3 against
+// llama.cpp's f32 run; 3.7e-4 in the 2-layer llama), far more than in real models.
 class ParamList {
  public:
-  void linear(const std::string& module, int64_t out, int64_t in, bool bias) {
-    add(module + ".weight", {out, in}, {Draw::Normal, 0.0, 1.0 / std::sqrt(static_cast<double>(in))}, true);
-    if (bias) add(module + ".bias", {out}, {Draw::Normal, 0.0, 0.05}, false);
+  void linear(const std::string& module, int64_t out, int64_t in, bool bias) { linear_scaled(module, out, in, bias, 1.0); }
+  // A residual branch's output projection: `out` is the hidden size.
+  void output(const std::string& module, int64_t out, int64_t in, bool bias) {
+    linear_scaled(module, out, in, bias, 1.0 / std::sqrt(static_cast<double>(out)));
   }
   void switch_linear(const std::string& module, int64_t experts, int64_t out, int64_t in) {
     add(module + ".weight", {experts, out, in}, {Draw::Normal, 0.0, 1.0 / std::sqrt(static_cast<double>(in))}, true);
+  }
+  // An MoE router (no bias). Its rows are drawn at twice the unit gain, so that router logits spread over a few units
+  // (std ~2) as trained routers' do (large enough that ST-MoE added a z-loss to hold them back): a token's top
+  // experts stand out, and the expert at the top-k boundary, where activation rounding can flip a near-tie, seldom
+  // carries much weight. At unit gain, tokens whose logits all lay within about one unit split the weight nearly
+  // evenly; one boundary flip there moved a position's logits by 8% (Qwen3.5 MoE, 6 of 8 experts per token).
+  void router(const std::string& module, int64_t experts, int64_t in) { linear_scaled(module, experts, in, false, 2.0); }
+  // The experts' down projections, as `output`.
+  void switch_output(const std::string& module, int64_t experts, int64_t out, int64_t in) {
+    add(module + ".weight", {experts, out, in},
+        {Draw::Normal, 0.0, 1.0 / std::sqrt(static_cast<double>(in) * static_cast<double>(out))}, true);
   }
   void embedding(const std::string& module, int64_t rows, int64_t dim) {
     add(module + ".weight", {rows, dim}, {Draw::Normal, 0.0, 1.0 / std::sqrt(static_cast<double>(dim))}, true);
@@ -158,6 +180,10 @@ class ParamList {
   std::vector<Param> params;
 
  private:
+  void linear_scaled(const std::string& module, int64_t out, int64_t in, bool bias, double gain) {
+    add(module + ".weight", {out, in}, {Draw::Normal, 0.0, gain / std::sqrt(static_cast<double>(in))}, true);
+    if (bias) add(module + ".bias", {out}, {Draw::Normal, 0.0, 0.05 * gain}, false);
+  }
   void add(std::string name, std::vector<int64_t> shape, Draw draw, bool quantizable) {
     Param param;
     param.name = std::move(name);
@@ -172,7 +198,7 @@ void attention(ParamList& p, const std::string& prefix, const Dims& d, bool bias
   p.linear(prefix + ".q_proj", d.heads * d.head_dim, d.hidden, bias);
   p.linear(prefix + ".k_proj", d.kv_heads * d.head_dim, d.hidden, bias);
   p.linear(prefix + ".v_proj", d.kv_heads * d.head_dim, d.hidden, bias);
-  p.linear(prefix + ".o_proj", d.hidden, d.heads * d.head_dim, bias);
+  p.output(prefix + ".o_proj", d.hidden, d.heads * d.head_dim, bias);
 }
 
 // Keys every Hugging Face decoder config of these families carries.
@@ -216,7 +242,7 @@ std::vector<Param> dense_llama_params(const TinyModelSpec& spec, const Dims& d) 
   return decoder_params(spec, d, [&](ParamList& p, const std::string& layer) {
     attention(p, layer + ".self_attn", d, spec.attention_bias);
     p.linear(layer + ".mlp.gate_proj", d.intermediate, d.hidden, spec.mlp_bias);
-    p.linear(layer + ".mlp.down_proj", d.hidden, d.intermediate, spec.mlp_bias);
+    p.output(layer + ".mlp.down_proj", d.hidden, d.intermediate, spec.mlp_bias);
     p.linear(layer + ".mlp.up_proj", d.intermediate, d.hidden, spec.mlp_bias);
     p.norm(layer + ".input_layernorm", d.hidden);
     p.norm(layer + ".post_attention_layernorm", d.hidden);
@@ -260,10 +286,10 @@ Layout build_mixtral(const TinyModelSpec& spec, const Dims& d, const TokenizerFa
   auto params = decoder_params(spec, d, [&](ParamList& p, const std::string& layer) {
     attention(p, layer + ".self_attn", d, false);
     const std::string moe = layer + ".block_sparse_moe";
-    p.linear(moe + ".gate", d.experts, d.hidden, false);
+    p.router(moe + ".gate", d.experts, d.hidden);
     p.switch_linear(moe + ".switch_mlp.gate_proj", d.experts, d.intermediate, d.hidden);
     p.switch_linear(moe + ".switch_mlp.up_proj", d.experts, d.intermediate, d.hidden);
-    p.switch_linear(moe + ".switch_mlp.down_proj", d.experts, d.hidden, d.intermediate);
+    p.switch_output(moe + ".switch_mlp.down_proj", d.experts, d.hidden, d.intermediate);
     p.norm(layer + ".input_layernorm", d.hidden);
     p.norm(layer + ".post_attention_layernorm", d.hidden);
   });
@@ -369,7 +395,7 @@ void gated_attention(ParamList& p, const std::string& prefix, const Dims& d, boo
   p.linear(prefix + ".q_proj", 2 * d.heads * d.head_dim, d.hidden, bias);
   p.linear(prefix + ".k_proj", d.kv_heads * d.head_dim, d.hidden, bias);
   p.linear(prefix + ".v_proj", d.kv_heads * d.head_dim, d.hidden, bias);
-  p.linear(prefix + ".o_proj", d.hidden, d.heads * d.head_dim, bias);
+  p.output(prefix + ".o_proj", d.hidden, d.heads * d.head_dim, bias);
   p.zero_centred_norm(prefix + ".q_norm", d.head_dim);
   p.zero_centred_norm(prefix + ".k_norm", d.head_dim);
 }
@@ -395,17 +421,17 @@ void gated_delta_net(ParamList& p, const std::string& prefix, const Dims& d) {
   // Float32 in Qwen's checkpoints, and mlx-lm's cast predicate keeps it so.
   p.other(prefix + ".A_log", {d.linear_value_heads}, {Draw::LogUniform, 1.0, 16.0}, DType::F32);
   p.norm(prefix + ".norm", d.linear_value_dim);  // gated RMSNorm: a plain weight around 1, not shifted
-  p.linear(prefix + ".out_proj", d.hidden, d.linear_value_width(), false);
+  p.output(prefix + ".out_proj", d.hidden, d.linear_value_width(), false);
 }
 
 // Qwen3NextSparseMoeBlock: softmax router, stacked routed experts, shared expert scaled by a sigmoid gate.
 void sparse_moe(ParamList& p, const std::string& prefix, const Dims& d) {
-  p.linear(prefix + ".gate", d.experts, d.hidden, false);
+  p.router(prefix + ".gate", d.experts, d.hidden);
   p.switch_linear(prefix + ".switch_mlp.gate_proj", d.experts, d.moe_intermediate, d.hidden);
   p.switch_linear(prefix + ".switch_mlp.up_proj", d.experts, d.moe_intermediate, d.hidden);
-  p.switch_linear(prefix + ".switch_mlp.down_proj", d.experts, d.hidden, d.moe_intermediate);
+  p.switch_output(prefix + ".switch_mlp.down_proj", d.experts, d.hidden, d.moe_intermediate);
   p.linear(prefix + ".shared_expert.gate_proj", d.shared_intermediate, d.hidden, false);
-  p.linear(prefix + ".shared_expert.down_proj", d.hidden, d.shared_intermediate, false);
+  p.output(prefix + ".shared_expert.down_proj", d.hidden, d.shared_intermediate, false);
   p.linear(prefix + ".shared_expert.up_proj", d.shared_intermediate, d.hidden, false);
   p.linear(prefix + ".shared_expert_gate", 1, d.hidden, false);
 }
@@ -426,7 +452,7 @@ std::vector<Param> qwen3_5_params(const TinyModelSpec& spec, const Dims& d, bool
       sparse_moe(p, layer + ".mlp", d);
     } else {
       p.linear(layer + ".mlp.gate_proj", d.intermediate, d.hidden, false);
-      p.linear(layer + ".mlp.down_proj", d.hidden, d.intermediate, false);
+      p.output(layer + ".mlp.down_proj", d.hidden, d.intermediate, false);
       p.linear(layer + ".mlp.up_proj", d.intermediate, d.hidden, false);
     }
   }
@@ -795,7 +821,10 @@ TinyModelSpec qwen36_like_spec() {
   spec.linear_conv_kernel_dim = 4;
   spec.partial_rotary_factor = 0.25;
   spec.experts = 4;
-  spec.experts_per_tok = 2;
+  // 3 of 4 rather than Qwen's 8 of 256 (2 of 4 would do for the code paths): the expert at the top-k boundary then
+  // carries a small share of the routed weight, as it does in the real model, so a near-tie that llama.cpp's
+  // activation rounding flips there moves the logits little (with 2 of 4, one such flip could cost NMSE 1e-3).
+  spec.experts_per_tok = 3;
   spec.moe_intermediate = 512;
   spec.shared_expert_intermediate = 512;
   spec.rope_theta = 1e7;

@@ -111,7 +111,7 @@ std::vector<std::string> tiny_model_types();
 // Qwen3.6-35B-A3B's real widths (hidden 2048; 16 query and 2 key/value heads of 256; linear attention with 16 key
 // heads and 32 value heads of 128; routed experts and shared expert of 512) on a model small enough for tests:
 // 2 layers (full_attention_interval 2: one linear-attention layer, then one full-attention layer), 4 experts with
-// 2 per token, and the built-in tiny tokenizer. 94M parameters: 178 MiB of weights in bf16, 50 MiB at 4 bits.
+// 3 per token, and the built-in tiny tokenizer. 94M parameters: 178 MiB of weights in bf16, 50 MiB at 4 bits.
 // layers = 4 with full_attention_interval = 4 restores the real layer pattern at twice the size.
 TinyModelSpec qwen36_like_spec();
 
