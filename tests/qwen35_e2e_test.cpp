@@ -63,17 +63,20 @@ TEST_P(Qwen35Logits, MatchReferenceForwardPass) {
   const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", gguf.string(), "--outtype", c.outtype});
   ASSERT_EQ(result.exit_code, 0) << result.output;
 
-  const Measured m = measure(folder, gguf, 0.0);
+  // Top-1 is judged where 16-bit activation rounding can decide it (see convert_e2e_test.cpp), f32 everywhere.
+  const double undecidable_margin = c.outtype == "f16" ? 4e-3 : c.outtype == "bf16" ? 4e-2 : 0.0;
+  const Measured m = measure(folder, gguf, undecidable_margin);
   std::printf("[ NMSE     ] qwen/%s/%s = %.3e\n", c.model.c_str(), c.outtype.c_str(), m.nmse);
-  if (c.outtype == "f32") {
-    EXPECT_LE(m.nmse, 1e-6);
-    std::printf("[ TOP-1    ] %d/%d positions, %d differ\n", m.top1.decidable, m.top1.positions, m.top1.mismatches);
+  const double bar = c.outtype == "f32" ? 1e-6 : c.outtype == "q8_0" ? 2e-3 : 1e-4;
+  EXPECT_LE(m.nmse, bar);
+  if (c.outtype != "q8_0") {
+    std::printf("[ TOP-1    ] %d/%d positions decidable, %d differ\n", m.top1.decidable, m.top1.positions,
+                m.top1.mismatches);
     EXPECT_EQ(m.top1.mismatches, 0);
-  } else {
-    // The tiny random Qwen3.5 models amplify the activation rounding llama.cpp applies with 16-bit and 8-bit
-    // weights far more than real models do, so their NMSE against the reference is reported, and the file is
-    // judged against llama.cpp's own conversion of the same f32 weights to the same type: it must run exactly
-    // like it.
+    EXPECT_GE(2 * m.top1.decidable, m.top1.positions) << "too few positions left to judge";
+  }
+  if (c.outtype != "f32") {
+    // Also: the file runs exactly like llama.cpp's own conversion of the same f32 weights to the same type.
     const int ftype = c.outtype == "f16" ? 1 : c.outtype == "bf16" ? 32 : 7;
     const auto f32 = e2e::work_dir() / fmt::format("qwen-{}-for-llama-quantize-{}.gguf", c.model, c.outtype);
     const auto theirs = e2e::work_dir() / fmt::format("qwen-{}-llama-quantize-{}.gguf", c.model, c.outtype);
@@ -83,12 +86,9 @@ TEST_P(Qwen35Logits, MatchReferenceForwardPass) {
     auto their_model = oracle::LlamaModel::load(theirs.string());
     const auto tokens = tokens_for(*ours_model);
     const double difference = e2e::nmse(ours_model->logits(tokens), their_model->logits(tokens));
-    const double their_nmse = measure(folder, theirs, 0.0).nmse;
-    std::printf("[ NMSE     ] llama.cpp's own %s of the same weights = %.3e; ours vs theirs = %.3e\n", c.outtype.c_str(),
-                their_nmse, difference);
+    std::printf("[ NMSE     ] llama.cpp's own %s of the same weights: ours vs theirs = %.3e\n", c.outtype.c_str(),
+                difference);
     EXPECT_LE(difference, 1e-10);
-    EXPECT_LE(m.nmse, their_nmse * 1.05 + 1e-9);
-    if (c.outtype == "f16") EXPECT_LE(m.nmse, 1e-4);  // f16 activations are precise enough for the absolute bar
     fs::remove(f32);
     fs::remove(theirs);
   }
