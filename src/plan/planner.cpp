@@ -95,11 +95,10 @@ std::string describe(const QuantSpec& spec) {
   return fmt::format("MLX {} {}-bit g{}", quant_mode_name(spec.mode), spec.bits, spec.group_size);
 }
 
-// Why `tensor` cannot be moved losslessly into `type`, or nullopt when it can (then the repack fields are set).
-std::optional<std::string> try_repack(TensorRecipe& tensor, const QuantSpec& spec, GgmlType type) {
-  const LosslessTarget target = lossless_target(spec, tensor.row_length());
+// Why `tensor` cannot be moved losslessly into its exact type `target`, or nullopt when it can (then its type and
+// repack fields are set).
+std::optional<std::string> try_repack(TensorRecipe& tensor, const QuantSpec& spec, const LosslessTarget& target) {
   if (!target.type) return target.reason;
-  if (*target.type != type) return fmt::format("{} is not lossless for it", ggml_type_info(type).name);
   std::vector<int64_t> groups;
   if (!tensor.column_map.empty()) {
     const auto as_groups = column_map_as_groups(tensor.column_map, spec.group_size);
@@ -107,7 +106,8 @@ std::optional<std::string> try_repack(TensorRecipe& tensor, const QuantSpec& spe
     groups = *as_groups;
   }
   for (const SourceTensor* source : tensor.sources)
-    if (auto obstacle = repack_obstacle(*source, type)) return obstacle;
+    if (auto obstacle = repack_obstacle(*source, *target.type)) return obstacle;
+  tensor.type = *target.type;
   tensor.repack = true;
   tensor.repack_groups = std::move(groups);
   tensor.type_note = "lossless from " + describe(spec);
@@ -172,7 +172,7 @@ void assign_types(const SourceModel& model, OutType out_type, ConversionPlan& pl
     if (!spec) return;
     const LosslessTarget target = lossless_target(*spec, tensor.row_length());
     if (target.type && *target.type != tensor.type) return;  // a type chosen for other reasons
-    const auto obstacle = try_repack(tensor, *spec, tensor.type);
+    const auto obstacle = try_repack(tensor, *spec, target);
     if (!obstacle) return;
     if (out_type == OutType::Auto) tensor.type = fit_rows(GgmlType::Q8_0, tensor.row_length());
     tensor.type_note = fmt::format("{} re-encoded: {}", describe(*spec), *obstacle);
