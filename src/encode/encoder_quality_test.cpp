@@ -11,7 +11,7 @@
 
 #include "encode/dequant.h"
 #include "encode/row_encoder.h"
-#include "gen/quantize.h"
+#include "encode/mlx_quantize.h"
 #include "llama_oracle.h"
 
 namespace mlx2gguf {
@@ -46,7 +46,7 @@ std::vector<float> heavy_tailed(uint32_t seed) {
 // What an MLX 4-bit g64 checkpoint dequantizes to: 16 levels per group, bf16 scales and biases.
 std::vector<float> mlx_dequantized(uint32_t seed) {
   const std::vector<float> w = gaussian(seed, 0.03f);
-  const gen::QuantizedRows q = gen::quantize_affine(w.data(), kRows, kRowLength, 4, 64, DType::BF16);
+  const QuantizedRows q = quantize_affine(w.data(), kRows, kRowLength, 4, 64, DType::BF16);
   const QuantSpec spec{QuantMode::Affine, 4, 64};
   std::vector<float> v(w.size());
   const int64_t row_words = kRowLength * 4 / 32, groups = kRowLength / 64;

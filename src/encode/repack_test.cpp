@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "gen/quantize.h"
+#include "encode/mlx_quantize.h"
 #include "llama_oracle.h"
 #include "util/half.h"
 
@@ -19,7 +19,7 @@ namespace {
 
 // An MLX-quantized [rows, cols] tensor held in memory, with the SourceTensor that reads it.
 struct QuantizedFixture {
-  gen::QuantizedRows q;
+  QuantizedRows q;
   StoredTensor weight, scales, biases;
   SourceTensor tensor;
 };
@@ -41,8 +41,8 @@ std::unique_ptr<QuantizedFixture> make_fixture(const QuantSpec& spec, DType scal
   auto f = std::make_unique<QuantizedFixture>();
   const std::vector<float> w = gaussian_rounded_to(scale_dtype, rows * cols, seed, stddev);
   f->q = spec.mode == QuantMode::Affine
-             ? gen::quantize_affine(w.data(), rows, cols, spec.bits, spec.group_size, scale_dtype)
-             : gen::quantize_fp(w.data(), rows, cols, spec.mode);
+             ? quantize_affine(w.data(), rows, cols, spec.bits, spec.group_size, scale_dtype)
+             : quantize_fp(w.data(), rows, cols, spec.mode);
   const DType stored_scale_dtype = spec.mode == QuantMode::Affine ? scale_dtype : DType::U8;
   const int64_t groups = cols / spec.group_size;
   f->weight = {"m.weight", DType::U32, {rows, cols * spec.bits / 32},

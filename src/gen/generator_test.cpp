@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "encode/dequant.h"
-#include "gen/quantize.h"
+#include "encode/mlx_quantize.h"
 #include "gen/random.h"
 #include "gen/safetensors_writer.h"
 #include "gen/tiny_model.h"

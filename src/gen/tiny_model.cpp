@@ -7,7 +7,7 @@
 #include <fstream>
 #include <map>
 
-#include "gen/quantize.h"
+#include "encode/mlx_quantize.h"
 #include "gen/random.h"
 #include "gen/safetensors_writer.h"
 #include "gen/tiny_tokenizer.h"

@@ -1,4 +1,4 @@
-#include "gen/quantize.h"
+#include "encode/mlx_quantize.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 #include "util/error.h"
 #include "util/half.h"
 
-namespace mlx2gguf::gen {
+namespace mlx2gguf {
 
 void store_float(float value, DType dtype, uint8_t* out) {
   switch (dtype) {
@@ -194,4 +194,4 @@ QuantizedRows quantize_fp(const float* w, int64_t rows, int64_t cols, QuantMode 
   return out;
 }
 
-}  // namespace mlx2gguf::gen
+}  // namespace mlx2gguf

@@ -7,7 +7,7 @@
 #include "read/quant_config.h"
 #include "read/safetensors.h"
 
-namespace mlx2gguf::gen {
+namespace mlx2gguf {
 
 // Quantized form of a [rows, cols] matrix (stacked experts are just more rows).
 struct QuantizedRows {
@@ -43,4 +43,4 @@ void store_float(float value, DType dtype, uint8_t* out);
 // `value` rounded to what `dtype` can represent.
 float round_to_dtype(float value, DType dtype);
 
-}  // namespace mlx2gguf::gen
+}  // namespace mlx2gguf
