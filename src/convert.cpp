@@ -123,6 +123,43 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
+void log_adapter(const Adapter& adapter, MergeRule rule, const std::function<void(const std::string&)>& log) {
+  if (adapter.type() == FineTuneType::Full) {
+    log(fmt::format("adapter {}: full fine-tune, {} tensors replace the base's\n", adapter.weights_path().string(),
+                    adapter.replacements().size()));
+  } else {
+    log(fmt::format("adapter {}: {}, {} modules, rank {}, scale {}, merged {}\n", adapter.weights_path().string(),
+                    fine_tune_type_name(adapter.type()), adapter.modules().size(), adapter.rank(), adapter.scale(),
+                    rule == MergeRule::Float32 ? "in float32" : "and re-quantized as mlx_lm.fuse does"));
+  }
+  for (const auto& note : adapter.notes()) log("  note: " + note + "\n");
+}
+
+bool is_merged(const TensorRecipe& recipe) {
+  for (const SourceTensor* source : recipe.sources)
+    if (source->merge()) return true;
+  return false;
+}
+
+MergeSummary summarize_merge(const ConversionPlan& plan) {
+  MergeSummary merge;
+  for (const auto& recipe : plan.tensors) {
+    if (!is_merged(recipe)) continue;
+    const uint64_t bytes = static_cast<uint64_t>(recipe.row_count() * ggml_row_bytes(recipe.type, recipe.row_length()));
+    merge.tensors++;
+    merge.bytes += bytes;
+    const auto& base_quant = recipe.sources.front()->stored_quant();
+    const bool float_type = recipe.type == GgmlType::F32 || recipe.type == GgmlType::F16 || recipe.type == GgmlType::BF16;
+    if (!base_quant || !float_type || recipe.keep_f32) continue;  // F32 tensors (routers ...) are F32 anyway
+    merge.float_from_quantized++;
+    merge.float_from_quantized_bytes += bytes;
+    const auto target = lossless_target(*base_quant, recipe.row_length()).type;
+    merge.requantized_bytes +=
+        static_cast<uint64_t>(recipe.row_count() * ggml_row_bytes(target.value_or(GgmlType::Q8_0), recipe.row_length()));
+  }
+  return merge;
+}
+
 }  // namespace
 
 ConvertSummary convert(const ConvertOptions& options) {
@@ -130,13 +167,20 @@ ConvertSummary convert(const ConvertOptions& options) {
   const auto out_dir = std::filesystem::absolute(options.outfile).parent_path();
   if (!std::filesystem::is_directory(out_dir)) fail("output directory '{}' does not exist", out_dir.string());
 
-  const SourceModel model = SourceModel::open(options.model_dir);
+  SourceModel model = SourceModel::open(options.model_dir);
+  std::unique_ptr<Adapter> adapter;
+  if (options.adapter) {
+    adapter = Adapter::open(*options.adapter, model);
+    model.apply_adapter(*adapter, options.merge_rule);
+    if (options.log) log_adapter(*adapter, options.merge_rule, options.log);
+  }
   const ConversionPlan plan = make_plan(model, options.plan);
   if (options.log)
     options.log(fmt::format("{}: {} '{}' → {} tensors, {} metadata keys\n", options.model_dir.string(),
                             model.folder().model_type(), plan.metadata.get("general.architecture")->strings[0],
                             plan.tensors.size(), plan.metadata.entries().size()));
   ConvertSummary summary = write_plan(plan, options.outfile, options.threads, options.log);
+  summary.merge = summarize_merge(plan);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "plan/planner.h"
+#include "read/adapter.h"
 
 namespace mlx2gguf {
 
@@ -13,6 +14,8 @@ struct ConvertOptions {
   std::filesystem::path model_dir;
   std::filesystem::path outfile;
   PlanOptions plan;
+  std::optional<AdapterLocation> adapter;  // a fine-tune to merge (--adapter-path / --adapter-file)
+  MergeRule merge_rule = MergeRule::Float32;  // LikeMlxFuse: --fuse-requantize
   int threads = 0;  // 0 = all hardware threads
   std::function<void(const std::string&)> log;  // progress and summary lines (nullptr = silent)
 };
@@ -25,8 +28,18 @@ struct TypeSummary {
   std::map<std::string, int> notes;  // why tensors got this type (lossless repack, fallback reasons) → count
 };
 
+// What merging an adapter did to the file.
+struct MergeSummary {
+  int tensors = 0;                 // GGUF tensors holding merged values
+  uint64_t bytes = 0;              // their size in the file
+  int float_from_quantized = 0;    // of those, float tensors whose base was MLX-quantized
+  uint64_t float_from_quantized_bytes = 0;
+  uint64_t requantized_bytes = 0;  // what those would take re-quantized at the base's quantization (--fuse-requantize)
+};
+
 struct ConvertSummary {
   std::map<std::string, TypeSummary> types;  // "Q4_1" → its tensors
+  MergeSummary merge;
   uint64_t file_bytes = 0;
   int64_t parameters = 0;
   double seconds = 0;

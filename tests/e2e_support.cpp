@@ -6,7 +6,11 @@
 
 #include <array>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 
 #include "oracle/llama_oracle.h"
 
@@ -150,6 +154,66 @@ Top1Comparison compare_top1(const std::vector<float>& got, const std::vector<flo
     if (std::max_element(g, g + vocab) - g != best) ++result.mismatches;
   }
   return result;
+}
+
+NpyArray read_npy_f32(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path.string());
+  char magic[8];
+  in.read(magic, 8);
+  if (!in || std::memcmp(magic, "\x93NUMPY\x01\x00", 8) != 0) throw std::runtime_error(path.string() + ": not an .npy v1 file");
+  uint8_t length_bytes[2];
+  in.read(reinterpret_cast<char*>(length_bytes), 2);
+  std::string header(static_cast<size_t>(length_bytes[0] | length_bytes[1] << 8), '\0');
+  in.read(header.data(), static_cast<std::streamsize>(header.size()));
+  if (header.find("'descr': '<f4'") == std::string::npos || header.find("'fortran_order': False") == std::string::npos)
+    throw std::runtime_error(path.string() + ": expected a C-order little-endian float32 array, header " + header);
+  std::smatch match;
+  if (!std::regex_search(header, match, std::regex("'shape': \\(([0-9, ]*)\\)")))
+    throw std::runtime_error(path.string() + ": no shape in header " + header);
+  NpyArray array;
+  int64_t count = 1;
+  const std::string dims = match[1];
+  const std::regex number("[0-9]+");
+  for (std::sregex_iterator it(dims.begin(), dims.end(), number), end; it != end; ++it) {
+    array.shape.push_back(std::stoll(it->str()));
+    count *= array.shape.back();
+  }
+  array.values.resize(static_cast<size_t>(count));
+  in.read(reinterpret_cast<char*>(array.values.data()), static_cast<std::streamsize>(count * 4));
+  if (!in) throw std::runtime_error(path.string() + ": truncated data");
+  return array;
+}
+
+OracleFixture oracle_fixture(const std::string& name) {
+  OracleFixture fixture;
+  fixture.dir = fs::path(MLX2GGUF_SOURCE_DIR) / "tests" / "data" / "fixtures" / name;
+  fixture.model = fixture.dir / "mlx";
+  std::ifstream tokens(fixture.dir / "tokens.json");
+  if (!tokens) throw std::runtime_error("missing fixture " + fixture.dir.string());
+  fixture.tokens = nlohmann::json::parse(tokens).get<std::vector<int32_t>>();
+  fixture.logits = read_npy_f32(fixture.dir / "oracle_logits.npy");
+  if (fixture.logits.shape.size() != 2 || fixture.logits.shape[0] != static_cast<int64_t>(fixture.tokens.size()))
+    throw std::runtime_error(fixture.dir.string() + ": oracle logits do not match tokens.json");
+  return fixture;
+}
+
+double fixture_nmse(const std::vector<float>& got, const NpyArray& oracle) {
+  if (got.size() != oracle.values.size() || oracle.shape.size() != 2) return INFINITY;
+  const int64_t vocab = oracle.shape[1];
+  double error = 0, energy = 0;
+  for (int64_t row = 0; row < oracle.shape[0]; ++row) {
+    const float* want = oracle.values.data() + row * vocab;
+    double mean = 0;
+    for (int64_t v = 0; v < vocab; ++v) mean += want[v];
+    mean /= static_cast<double>(vocab);
+    for (int64_t v = 0; v < vocab; ++v) {
+      const double d = static_cast<double>(got[static_cast<size_t>(row * vocab + v)]) - want[v];
+      error += d * d;
+      energy += (want[v] - mean) * (want[v] - mean);
+    }
+  }
+  return error / energy;
 }
 
 std::vector<int32_t> probe_tokens(int64_t vocab, int count, int32_t first) {

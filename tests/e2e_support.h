@@ -46,6 +46,25 @@ struct Top1Comparison {
 Top1Comparison compare_top1(const std::vector<float>& got, const std::vector<float>& want, int64_t vocab,
                             double min_relative_margin);
 
+// A float32 array saved by numpy (.npy, little-endian '<f4', C order): its values and shape. Throws on anything else.
+struct NpyArray {
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+NpyArray read_npy_f32(const std::filesystem::path& path);
+
+// The tiny models of tests/data/fixtures/: written independently of mlx2gguf's generator, with llama.cpp's logits
+// for them (its own converter on an equivalent float32 Hugging Face folder).
+struct OracleFixture {
+  std::filesystem::path dir;      // tests/data/fixtures/<name>
+  std::filesystem::path model;    // dir/mlx: the folder to convert
+  std::vector<int32_t> tokens;    // tokens.json
+  NpyArray logits;                // oracle_logits.npy: [tokens][vocab]
+};
+OracleFixture oracle_fixture(const std::string& name);
+// The fixtures' error measure: Σ(got − oracle)² / Σ(oracle − its row mean)² over all logits.
+double fixture_nmse(const std::vector<float>& got, const NpyArray& oracle);
+
 // A fixed token sequence of `count` ids below `vocab`, starting with `first`.
 std::vector<int32_t> probe_tokens(int64_t vocab, int count, int32_t first);
 

@@ -24,17 +24,47 @@ void print_summary(const std::string& outfile, const ConvertSummary& summary) {
     fmt::print(stderr, "  {:<6} {:5d} tensors {:>14L} weights {:6.2f} bits/weight\n", type, s.tensors, s.elements, bpw);
     for (const auto& [note, count] : s.notes) fmt::print(stderr, "         {:5d} × {}\n", count, note);
   }
+  const MergeSummary& merge = summary.merge;
+  if (merge.tensors > 0)
+    fmt::print(stderr, "  merged with the adapter: {} tensors, {:.1f} MiB\n", merge.tensors, merge.bytes / 1048576.0);
+  if (merge.float_from_quantized > 0) {
+    const double share = summary.file_bytes ? 100.0 * merge.float_from_quantized_bytes / summary.file_bytes : 0.0;
+    fmt::print(stderr,
+               "note: {} merged tensors of the quantized base are stored as floats ({:.1f} MiB, {:.0f}% of the file): "
+               "a LoRA update changes every weight of the modules it adapts, so they cannot keep the base's codes.\n"
+               "  Smaller files: --fuse-requantize (re-quantize them at the base's quantization as mlx_lm.fuse does: "
+               "{:.1f} MiB instead), `mlx2gguf convert-adapter` (keep the base lossless and write the adapter as a "
+               "separate GGUF LoRA), or a quantized --outtype (q8_0, q4_k_m, ...).\n",
+               merge.float_from_quantized, merge.float_from_quantized_bytes / 1048576.0, share,
+               merge.requantized_bytes / 1048576.0);
+  }
 }
 
-int run_convert(const std::string& model_dir, std::string outfile, const std::string& outtype,
-                const std::string& tokenizer_pre, const std::string& name, int threads, bool quiet) {
+struct ConvertArgs {
+  std::string model_dir, outfile, outtype = "auto", tokenizer_pre, name, adapter_path, adapter_file;
+  bool fuse_requantize = false;
+  int threads = 0;
+  bool quiet = false;
+};
+
+int run_convert(const ConvertArgs& args) {
+  const std::string& model_dir = args.model_dir;
+  const std::string& outtype = args.outtype;
+  std::string outfile = args.outfile;
   ConvertOptions options;
   options.model_dir = model_dir;
+  if (!args.adapter_path.empty()) {
+    options.adapter = AdapterLocation{args.adapter_path, std::nullopt};
+    if (!args.adapter_file.empty()) options.adapter->weights_file = args.adapter_file;
+    if (args.fuse_requantize) options.merge_rule = MergeRule::LikeMlxFuse;
+  } else if (!args.adapter_file.empty() || args.fuse_requantize) {
+    fail("{} needs --adapter-path", args.fuse_requantize ? "--fuse-requantize" : "--adapter-file");
+  }
   const auto out_type = parse_out_type(outtype);
   if (!out_type) fail("--outtype '{}' is not one of {}", outtype, fmt::join(out_type_names(), ", "));
   options.plan.out_type = *out_type;
-  if (!tokenizer_pre.empty()) options.plan.tokenizer_pre = tokenizer_pre;
-  if (!name.empty()) options.plan.name = name;
+  if (!args.tokenizer_pre.empty()) options.plan.tokenizer_pre = args.tokenizer_pre;
+  if (!args.name.empty()) options.plan.name = args.name;
   if (outfile.empty()) {
     std::filesystem::path folder_path = std::filesystem::absolute(model_dir).lexically_normal();
     if (folder_path.filename().empty()) folder_path = folder_path.parent_path();  // "models/Foo/" names "Foo"
@@ -42,10 +72,10 @@ int run_convert(const std::string& model_dir, std::string outfile, const std::st
     outfile = *out_type == OutType::Auto ? folder + ".gguf" : fmt::format("{}-{}.gguf", folder, out_type_name(*out_type));
   }
   options.outfile = outfile;
-  options.threads = threads;
-  if (!quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
+  options.threads = args.threads;
+  if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
   const ConvertSummary summary = convert(options);
-  if (!quiet) print_summary(outfile, summary);
+  if (!args.quiet) print_summary(outfile, summary);
   return 0;
 }
 
@@ -105,26 +135,35 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "mlx2gguf 0.1.0");
 
-  std::string model_dir, outfile, outtype = "auto", tokenizer_pre, name;
-  int threads = 0;
-  bool quiet = false;
+  ConvertArgs c;
   auto* convert_cmd = app.add_subcommand("convert", "Convert an mlx-lm model folder to a GGUF file");
-  convert_cmd->add_option("MODEL_DIR", model_dir, "mlx-lm model folder (config.json, *.safetensors, tokenizer files)")
+  convert_cmd->add_option("MODEL_DIR", c.model_dir, "mlx-lm model folder (config.json, *.safetensors, tokenizer files)")
       ->required();
-  convert_cmd->add_option("--outfile,-o", outfile, "Output GGUF path (default: <folder>.gguf for auto, else <folder>-<outtype>.gguf, here)");
-  convert_cmd->add_option("--outtype", outtype,
+  convert_cmd->add_option("--outfile,-o", c.outfile, "Output GGUF path (default: <folder>.gguf for auto, else <folder>-<outtype>.gguf, here)");
+  convert_cmd->add_option("--outtype", c.outtype,
                           "auto: MLX-quantized weights kept losslessly (affine 2-4 bit as q4_1, 5-bit as q5_1, "
                           "mxfp4, nvfp4; others q8_0), unquantized ones in the source's 16-bit type. Or f32, f16, "
                           "bf16, or a llama-quantize type: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_s, q3_k_m, "
                           "q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, mxfp4_moe. Norms and other 1-D tensors "
                           "are always f32")
       ->capture_default_str();
-  convert_cmd->add_option("--tokenizer-pre", tokenizer_pre,
+  convert_cmd->add_option("--tokenizer-pre", c.tokenizer_pre,
                           "Pre-tokenizer name for tokenizer.ggml.pre when the tokenizer.json regex is not recognised "
                           "(e.g. llama-bpe, qwen2, qwen35)");
-  convert_cmd->add_option("--name", name, "general.name of the model (default: derived from the folder name)");
-  convert_cmd->add_option("--threads,-t", threads, "Worker threads (default: all cores)");
-  convert_cmd->add_flag("--quiet,-q", quiet, "No progress or summary output");
+  convert_cmd->add_option("--name", c.name, "general.name of the model (default: derived from the folder name)");
+  convert_cmd->add_option("--adapter-path", c.adapter_path,
+                          "Merge an mlx-lm fine-tune: the folder mlx_lm.lora wrote (adapter_config.json + "
+                          "adapters.safetensors), or one of its weights files (e.g. 0000100_adapters.safetensors). "
+                          "LoRA and DoRA are merged exactly in float32; merged tensors are written as floats under "
+                          "--outtype auto; full fine-tunes replace the base's tensors");
+  convert_cmd->add_option("--adapter-file", c.adapter_file,
+                          "Weights file of the adapter folder to use instead of adapters.safetensors (a checkpoint)");
+  convert_cmd->add_flag("--fuse-requantize", c.fuse_requantize,
+                        "Merge as mlx_lm.fuse does (in the module's dtype) and re-quantize merged tensors of a "
+                        "quantized base at its own quantization, then repack them losslessly: the file equals the "
+                        "conversion of the folder mlx_lm.fuse would write");
+  convert_cmd->add_option("--threads,-t", c.threads, "Worker threads (default: all cores)");
+  convert_cmd->add_flag("--quiet,-q", c.quiet, "No progress or summary output");
 
   std::string inspect_path;
   bool json = false, full = false;
@@ -135,7 +174,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   try {
-    if (*convert_cmd) return run_convert(model_dir, outfile, outtype, tokenizer_pre, name, threads, quiet);
+    if (*convert_cmd) return run_convert(c);
     if (*inspect_cmd) return run_inspect(inspect_path, json, full);
   } catch (const mlx2gguf::Error& e) {
     fmt::print(stderr, "\nerror: {}\n", e.what());

@@ -82,8 +82,9 @@ LosslessTarget lossless_target(const QuantSpec& spec, int64_t row_length) {
 
 std::optional<std::string> repack_obstacle(const SourceTensor& tensor, GgmlType target) {
   const int64_t groups = tensor.groups_per_row();
+  SourceTensor::PackedRowBuffer buffer;
   for (int64_t r = 0; r < tensor.row_count(); ++r) {
-    const SourceTensor::PackedRow row = tensor.packed_row(r);
+    const SourceTensor::PackedRow row = tensor.packed_row(r, buffer);
     switch (target) {
       case GgmlType::Q4_1:
       case GgmlType::Q5_1:
@@ -133,7 +134,8 @@ void repack_row(const SourceTensor& tensor, int64_t row, GgmlType target, const 
   const QuantSpec& spec = *tensor.quant();
   const int64_t length = tensor.row_length();
   const int64_t group_size = spec.group_size;
-  const SourceTensor::PackedRow source = tensor.packed_row(row);
+  thread_local SourceTensor::PackedRowBuffer buffer;
+  const SourceTensor::PackedRow source = tensor.packed_row(row, buffer);
   auto source_group = [&](int64_t g) { return groups.empty() ? g : groups[static_cast<size_t>(g)]; };
 
   // Codes of the output row, in output order.

@@ -64,7 +64,7 @@ GgmlType resolve_out_type(const SourceModel& model, OutType out_type) {
   // The source's 16-bit type: what most unquantized weight elements are stored as (none → F16).
   int64_t bf16 = 0, f16 = 0;
   for (const auto& [name, tensor] : model.tensors()) {
-    if (tensor.quant() || tensor.shape().size() < 2) continue;
+    if (tensor.quant() || tensor.merge() || tensor.shape().size() < 2) continue;
     if (tensor.value_dtype() == DType::BF16) bf16 += tensor.element_count();
     if (tensor.value_dtype() == DType::F16) f16 += tensor.element_count();
   }
@@ -91,6 +91,12 @@ std::optional<QuantSpec> packed_source_spec(const TensorRecipe& tensor) {
   return first;
 }
 
+const RowMerge* merged_source(const TensorRecipe& tensor) {
+  for (const SourceTensor* source : tensor.sources)
+    if (source->merge()) return source->merge();
+  return nullptr;
+}
+
 std::string describe(const QuantSpec& spec) {
   return fmt::format("MLX {} {}-bit g{}", quant_mode_name(spec.mode), spec.bits, spec.group_size);
 }
@@ -111,6 +117,7 @@ std::optional<std::string> try_repack(TensorRecipe& tensor, const QuantSpec& spe
   tensor.repack = true;
   tensor.repack_groups = std::move(groups);
   tensor.type_note = "lossless from " + describe(spec);
+  if (merged_source(tensor)) tensor.type_note = "merged, re-quantized as mlx_lm.fuse does, " + tensor.type_note;
   return std::nullopt;
 }
 
@@ -177,6 +184,12 @@ void assign_types(const SourceModel& model, OutType out_type, ConversionPlan& pl
     if (out_type == OutType::Auto) tensor.type = fit_rows(GgmlType::Q8_0, tensor.row_length());
     tensor.type_note = fmt::format("{} re-encoded: {}", describe(*spec), *obstacle);
   });
+
+  for (TensorRecipe* tensor : quantizable) {
+    const RowMerge* merge = merged_source(*tensor);
+    if (merge != nullptr && merge->rule() == MergeRule::Float32 && tensor->type_note.empty())
+      tensor->type_note = fmt::format("merged with the {} adapter", merge->module().is_dora() ? "DoRA" : "LoRA");
+  }
 }
 
 }  // namespace

@@ -10,9 +10,7 @@ namespace mlx2gguf {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-nlohmann::json read_json(const fs::path& path) {
+nlohmann::json read_json_file(const fs::path& path) {
   std::ifstream in(path);
   if (!in) fail("cannot read '{}'", path.string());
   try {
@@ -22,12 +20,14 @@ nlohmann::json read_json(const fs::path& path) {
   }
 }
 
+namespace {
+
 // Weight files of the folder: the shards the index names, else every model*.safetensors (what mlx-lm loads).
 std::vector<fs::path> weight_files(const fs::path& dir, std::map<std::string, std::string>& index_map) {
   const fs::path index_path = dir / "model.safetensors.index.json";
   std::vector<fs::path> files;
   if (fs::exists(index_path)) {
-    const nlohmann::json index = read_json(index_path);
+    const nlohmann::json index = read_json_file(index_path);
     if (!index.contains("weight_map") || !index["weight_map"].is_object())
       fail("'{}' has no weight_map object", index_path.string());
     std::set<std::string> shard_names;
@@ -67,7 +67,7 @@ ModelFolder ModelFolder::open(const fs::path& dir) {
   if (!fs::is_directory(dir)) fail("'{}' is not a directory", dir.string());
   const fs::path config_path = dir / "config.json";
   if (!fs::exists(config_path)) fail("'{}' has no config.json: is this an mlx-lm model folder?", dir.string());
-  folder.config_ = read_json(config_path);
+  folder.config_ = read_json_file(config_path);
   if (!folder.config_.is_object()) fail("'{}' is not a JSON object", config_path.string());
 
   std::map<std::string, std::string> index_map;
@@ -120,7 +120,7 @@ std::optional<fs::path> ModelFolder::file(const std::string& name) const {
 std::optional<nlohmann::json> ModelFolder::json_file(const std::string& name) const {
   auto path = file(name);
   if (!path) return std::nullopt;
-  return read_json(*path);
+  return read_json_file(*path);
 }
 
 template <typename T>

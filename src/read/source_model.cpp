@@ -2,7 +2,10 @@
 
 #include <fmt/ranges.h>
 
+#include <cstring>
+
 #include "encode/dequant.h"
+#include "encode/mlx_quantize.h"
 #include "util/error.h"
 
 namespace mlx2gguf {
@@ -22,7 +25,7 @@ SourceTensor SourceTensor::plain(const StoredTensor& stored) {
   SourceTensor tensor;
   tensor.name_ = stored.name;
   tensor.shape_ = stored.shape;
-  tensor.value_dtype_ = stored.dtype;
+  tensor.value_dtype_ = tensor.stored_value_dtype_ = stored.dtype;
   tensor.weight_ = &stored;
   return tensor;
 }
@@ -64,14 +67,15 @@ SourceTensor SourceTensor::quantized(const StoredTensor& weight, const StoredTen
     if (scales.dtype != DType::F32 && scales.dtype != DType::F16 && scales.dtype != DType::BF16)
       fail("{}: affine scales must be float, found {}", where, dtype_name(scales.dtype));
     tensor.biases_ = biases;
-    tensor.value_dtype_ = scales.dtype;
+    tensor.value_dtype_ = tensor.stored_value_dtype_ = scales.dtype;
   } else {
     if (scales.dtype != DType::U8) fail("{}: {} scales must be U8, found {}", where, quant_mode_name(spec.mode), dtype_name(scales.dtype));
     if (biases != nullptr)
       fail("{} is {}-quantized, which has no zero points, but '{}' exists (is config.json quantization wrong?)", where,
            quant_mode_name(spec.mode), biases->name);
-    tensor.value_dtype_ = DType::U8;
+    tensor.value_dtype_ = tensor.stored_value_dtype_ = DType::U8;
   }
+  tensor.stored_quant_ = spec;
   return tensor;
 }
 
@@ -96,23 +100,69 @@ void SourceTensor::read_rows(int64_t first, int64_t count, float* out) const {
     fail("internal error: rows [{}, {}) requested from tensor '{}', which has {} rows", first, first + count, name_,
          row_count());
   if (count == 0) return;
-  const int64_t length = row_length();
-  if (!quant_) {
-    const size_t size = dtype_size(value_dtype_);
-    load_floats(weight_->bytes.data() + static_cast<size_t>(first * length) * size, value_dtype_, count * length, out);
-    return;
-  }
+  read_stored_rows(first, count, out);
+  if (!merge_) return;
+  merge_->apply(first, count, out);
+  if (!merge_->requantize()) return;
+  // The values the re-quantized rows hold.
+  PackedRowBuffer buffer;
   for (int64_t r = first; r < first + count; ++r) {
-    const PackedRow row = packed_row(r);
-    dequantize_row(*quant_, row.codes, row.scales, row.biases, value_dtype_, length, out + (r - first) * length);
+    const PackedRow row = requantized_row(r, buffer);
+    dequantize_row(*quant_, row.codes, row.scales, row.biases, value_dtype_, row_length(), out + (r - first) * row_length());
   }
 }
 
-SourceTensor::PackedRow SourceTensor::packed_row(int64_t row) const {
+void SourceTensor::read_stored_rows(int64_t first, int64_t count, float* out) const {
+  const int64_t length = row_length();
+  if (!stored_quant_) {
+    const size_t size = dtype_size(stored_value_dtype_);
+    load_floats(weight_->bytes.data() + static_cast<size_t>(first * length) * size, stored_value_dtype_, count * length, out);
+    return;
+  }
+  const size_t scale_size = dtype_size(scales_->dtype);
+  const int64_t groups = length / stored_quant_->group_size;
+  for (int64_t r = first; r < first + count; ++r) {
+    const size_t scale_offset = static_cast<size_t>(r * groups) * scale_size;
+    dequantize_row(*stored_quant_, weight_->bytes.data() + r * packed_row_bytes(), scales_->bytes.data() + scale_offset,
+                   biases_ ? biases_->bytes.data() + scale_offset : nullptr, stored_value_dtype_, length,
+                   out + (r - first) * length);
+  }
+}
+
+SourceTensor::PackedRow SourceTensor::packed_row(int64_t row, PackedRowBuffer& buffer) const {
   if (!quant_) fail("internal error: packed row requested from unquantized tensor '{}'", name_);
+  if (merge_) return requantized_row(row, buffer);
   const size_t scale_bytes = static_cast<size_t>(row * groups_per_row()) * dtype_size(scales_->dtype);
   return {weight_->bytes.data() + row * packed_row_bytes(), scales_->bytes.data() + scale_bytes,
           biases_ ? biases_->bytes.data() + scale_bytes : nullptr};
+}
+
+// One merged row re-quantized with MLX's quantizer, as the folder mlx_lm.fuse writes stores it.
+SourceTensor::PackedRow SourceTensor::requantized_row(int64_t row, PackedRowBuffer& buffer) const {
+  const int64_t length = row_length();
+  buffer.values.resize(static_cast<size_t>(length));
+  read_stored_rows(row, 1, buffer.values.data());
+  merge_->apply(row, 1, buffer.values.data());
+  QuantizedRows q = quant_->mode == QuantMode::Affine
+                        ? quantize_affine(buffer.values.data(), 1, length, quant_->bits, quant_->group_size, value_dtype_)
+                        : quantize_fp(buffer.values.data(), 1, length, quant_->mode);
+  buffer.codes.resize(q.packed.size() * sizeof(uint32_t));
+  std::memcpy(buffer.codes.data(), q.packed.data(), buffer.codes.size());
+  buffer.scales = std::move(q.scales);
+  buffer.biases = std::move(q.biases);
+  return {buffer.codes.data(), buffer.scales.data(), buffer.biases.empty() ? nullptr : buffer.biases.data()};
+}
+
+void SourceTensor::set_merge(std::shared_ptr<const RowMerge> merge) {
+  merge_ = std::move(merge);
+  if (merge_->rule() == MergeRule::Float32) {
+    quant_.reset();  // merged values are no longer on the quantization grid
+    value_dtype_ = stored_quant_ ? (stored_quant_->mode == QuantMode::Affine ? stored_value_dtype_ : DType::BF16)
+                                 : stored_value_dtype_;
+    return;
+  }
+  // Like mlx_lm.fuse: the merged module keeps the base's quantization, its scales in the merged values' dtype.
+  if (!quant_ || quant_->mode == QuantMode::Affine) value_dtype_ = merge_->fused_dtype();
 }
 
 SourceModel SourceModel::open(const std::filesystem::path& dir) {
@@ -149,6 +199,26 @@ SourceModel SourceModel::open(const std::filesystem::path& dir) {
     model.tensors_.emplace(name, SourceTensor::plain(tensor));
   }
   return model;
+}
+
+void SourceModel::apply_adapter(const Adapter& adapter, MergeRule rule) {
+  for (const auto& [name, replacement] : adapter.replacements()) {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end()) fail("internal error: full fine-tune tensor '{}' has no base tensor", name);
+    it->second = SourceTensor::plain(replacement);
+  }
+  for (const AdapterModule& module : adapter.modules()) {
+    auto it = tensors_.find(module.weight_name());
+    if (it == tensors_.end()) fail("internal error: adapter module '{}' has no base tensor", module.module());
+    SourceTensor& tensor = it->second;
+    if (tensor.merge()) fail("internal error: '{}' is merged twice", tensor.name());
+    // The dtype mlx_lm.fuse computes in: the stored float type, the scales' type (affine), bfloat16 (fp modes).
+    const DType dtype = !tensor.quant() ? tensor.value_dtype()
+                        : tensor.quant()->mode == QuantMode::Affine ? tensor.value_dtype() : DType::BF16;
+    std::optional<QuantSpec> requantize;
+    if (rule == MergeRule::LikeMlxFuse) requantize = tensor.quant();
+    tensor.set_merge(std::make_shared<RowMerge>(module, rule, dtype, requantize));
+  }
 }
 
 const SourceTensor* SourceModel::find(const std::string& name) const {

@@ -3,14 +3,18 @@
 // with its logical (dequantized) shape, read row by row as float32, or as raw packed rows for lossless repacking.
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "read/merge.h"
 #include "read/model_folder.h"
 #include "read/quant_config.h"
 
 namespace mlx2gguf {
+
+class Adapter;
 
 class SourceTensor {
  public:
@@ -29,34 +33,56 @@ class SourceTensor {
   int64_t row_count() const;
   int64_t element_count() const { return row_count() * row_length(); }
 
+  // The MLX quantization of the values read_rows returns: what packed_row() holds. A tensor merged in float32
+  // with an adapter has none, whatever its base's storage.
   const std::optional<QuantSpec>& quant() const { return quant_; }
   // Storage type of the values (plain tensors) or of the scales/biases (affine).
   DType value_dtype() const { return value_dtype_; }
 
-  // Rows [first, first + count) as float32, dequantized when the tensor is quantized.
+  // Rows [first, first + count) as float32: dequantized when the tensor is quantized, merged with its adapter
+  // module when it has one.
   void read_rows(int64_t first, int64_t count, float* out) const;
 
-  // Raw storage, for lossless repacking: packed codes, scales and biases of one row.
+  // Packed codes, scales and biases of one row, for lossless repacking. Usually views of the stored tensors;
+  // rows re-quantized after a merge are computed into `buffer` (valid until its next use).
   struct PackedRow {
     const uint8_t* codes;   // LSB-first bit stream of row_length() codes
     const uint8_t* scales;  // groups_per_row() values (value_dtype() for affine, U8 codes for the fp modes)
     const uint8_t* biases;  // affine only, else null
   };
-  PackedRow packed_row(int64_t row) const;
+  struct PackedRowBuffer {
+    std::vector<float> values;
+    std::vector<uint8_t> codes, scales, biases;
+  };
+  PackedRow packed_row(int64_t row, PackedRowBuffer& buffer) const;
   const StoredTensor& weight() const { return *weight_; }
   const StoredTensor* scales() const { return scales_; }
   const StoredTensor* biases() const { return biases_; }
   int64_t packed_row_bytes() const { return weight_->bytes.size() / static_cast<size_t>(row_count()); }
   int64_t groups_per_row() const { return quant_ ? row_length() / quant_->group_size : 0; }
 
+  // How the stored bytes are quantized (differs from quant() once merged in float32).
+  const std::optional<QuantSpec>& stored_quant() const { return stored_quant_; }
+
+  // The adapter merge applied to this tensor's rows, if any.
+  const RowMerge* merge() const { return merge_.get(); }
+  // Merges `merge`'s module into this tensor (SourceModel::apply_adapter does this for every module).
+  void set_merge(std::shared_ptr<const RowMerge> merge);
+
  private:
   std::string name_;
   std::vector<int64_t> shape_;
   std::optional<QuantSpec> quant_;
+  std::optional<QuantSpec> stored_quant_;  // how the stored bytes are quantized (quant_ unless merged)
   DType value_dtype_ = DType::F32;
+  DType stored_value_dtype_ = DType::F32;
+  std::shared_ptr<const RowMerge> merge_;
   const StoredTensor* weight_ = nullptr;
   const StoredTensor* scales_ = nullptr;
   const StoredTensor* biases_ = nullptr;
+
+  void read_stored_rows(int64_t first, int64_t count, float* out) const;
+  PackedRow requantized_row(int64_t row, PackedRowBuffer& buffer) const;
 };
 
 class SourceModel {
@@ -71,6 +97,11 @@ class SourceModel {
   const SourceTensor* find(const std::string& name) const;
   const SourceTensor& require(const std::string& name) const;
   bool has(const std::string& name) const { return find(name) != nullptr; }
+
+  // Applies a fine-tune of this model: LoRA / DoRA modules are merged into their base tensors under `rule`
+  // (rows computed as they are read), a full fine-tune's tensors replace the base's. `adapter` must outlive the
+  // model and must have been opened against it.
+  void apply_adapter(const Adapter& adapter, MergeRule rule);
 
  private:
   ModelFolder folder_;
