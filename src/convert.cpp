@@ -123,6 +123,11 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
+void check_output_directory(const std::filesystem::path& outfile) {
+  const auto out_dir = std::filesystem::absolute(outfile).parent_path();
+  if (!std::filesystem::is_directory(out_dir)) fail("output directory '{}' does not exist", out_dir.string());
+}
+
 void log_adapter(const Adapter& adapter, MergeRule rule, const std::function<void(const std::string&)>& log) {
   if (adapter.type() == FineTuneType::Full) {
     log(fmt::format("adapter {}: full fine-tune, {} tensors replace the base's\n", adapter.weights_path().string(),
@@ -164,8 +169,7 @@ MergeSummary summarize_merge(const ConversionPlan& plan) {
 
 ConvertSummary convert(const ConvertOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  const auto out_dir = std::filesystem::absolute(options.outfile).parent_path();
-  if (!std::filesystem::is_directory(out_dir)) fail("output directory '{}' does not exist", out_dir.string());
+  check_output_directory(options.outfile);
 
   SourceModel model = SourceModel::open(options.model_dir);
   std::unique_ptr<Adapter> adapter;
@@ -181,6 +185,24 @@ ConvertSummary convert(const ConvertOptions& options) {
                             plan.tensors.size(), plan.metadata.entries().size()));
   ConvertSummary summary = write_plan(plan, options.outfile, options.threads, options.log);
   summary.merge = summarize_merge(plan);
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
+}
+
+ConvertSummary convert_adapter(const ConvertAdapterOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  check_output_directory(options.outfile);
+  const SourceModel base = SourceModel::open(options.base_dir);
+  const std::unique_ptr<Adapter> adapter = Adapter::open(options.adapter, base);
+  const ConversionPlan plan = make_adapter_plan(base, *adapter, options.plan);
+  if (options.log) {
+    options.log(fmt::format("{}: {} modules, rank {}, scale {} → {} tensors for '{}' (adapter.lora.alpha {})\n",
+                            adapter->weights_path().string(), adapter->modules().size(), adapter->rank(), adapter->scale(),
+                            plan.tensors.size(), plan.metadata.get("general.architecture")->strings[0],
+                            plan.metadata.get("adapter.lora.alpha")->floats[0]));
+    for (const auto& note : adapter->notes()) options.log("  note: " + note + "\n");
+  }
+  ConvertSummary summary = write_plan(plan, options.outfile, options.threads, options.log);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
 }

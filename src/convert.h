@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 
+#include "plan/adapter_plan.h"
 #include "plan/planner.h"
 #include "read/adapter.h"
 
@@ -47,6 +48,18 @@ struct ConvertSummary {
 };
 
 ConvertSummary convert(const ConvertOptions& options);
+
+struct ConvertAdapterOptions {
+  std::filesystem::path base_dir;  // the model folder the adapter was trained on
+  AdapterLocation adapter;
+  std::filesystem::path outfile;
+  AdapterPlanOptions plan;
+  int threads = 0;
+  std::function<void(const std::string&)> log;
+};
+
+// Writes an mlx-lm LoRA fine-tune as a GGUF LoRA adapter for the GGUF `convert` writes from the base folder.
+ConvertSummary convert_adapter(const ConvertAdapterOptions& options);
 
 // Encodes and writes a plan (the second half of convert): tensors in parallel, atomic publish.
 ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::path& outfile, int threads,

@@ -79,6 +79,35 @@ int run_convert(const ConvertArgs& args) {
   return 0;
 }
 
+struct ConvertAdapterArgs {
+  std::string adapter_path, adapter_file, base, outfile, outtype = "f32", name;
+  int threads = 0;
+  bool quiet = false;
+};
+
+int run_convert_adapter(const ConvertAdapterArgs& args) {
+  ConvertAdapterOptions options;
+  options.base_dir = args.base;
+  options.adapter = AdapterLocation{args.adapter_path, std::nullopt};
+  if (!args.adapter_file.empty()) options.adapter.weights_file = args.adapter_file;
+  const auto out_type = parse_out_type(args.outtype);
+  if (!out_type) fail("--outtype '{}' is not one of f32, f16, bf16, q8_0", args.outtype);
+  options.plan.out_type = *out_type;
+  if (!args.name.empty()) options.plan.name = args.name;
+  std::string outfile = args.outfile;
+  if (outfile.empty()) {
+    std::filesystem::path folder = std::filesystem::absolute(args.adapter_path).lexically_normal();
+    if (std::filesystem::is_regular_file(folder) || folder.filename().empty()) folder = folder.parent_path();
+    outfile = fmt::format("{}-lora-{}.gguf", folder.filename().string(), out_type_name(*out_type));
+  }
+  options.outfile = outfile;
+  options.threads = args.threads;
+  if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
+  const ConvertSummary summary = convert_adapter(options);
+  if (!args.quiet) print_summary(outfile, summary);
+  return 0;
+}
+
 nlohmann::json value_to_json(const GgufValue& value) {
   const GgufType type = value.is_array() ? value.element_type : value.type;
   nlohmann::json items = nlohmann::json::array();
@@ -165,6 +194,22 @@ int main(int argc, char** argv) {
   convert_cmd->add_option("--threads,-t", c.threads, "Worker threads (default: all cores)");
   convert_cmd->add_flag("--quiet,-q", c.quiet, "No progress or summary output");
 
+  ConvertAdapterArgs a;
+  auto* adapter_cmd = app.add_subcommand(
+      "convert-adapter", "Write an mlx-lm LoRA fine-tune as a GGUF LoRA adapter (llama.cpp --lora, Ollama ADAPTER)");
+  adapter_cmd->add_option("ADAPTER_DIR", a.adapter_path,
+                          "The folder mlx_lm.lora wrote (adapter_config.json + adapters.safetensors), or one of its "
+                          "weights files")
+      ->required();
+  adapter_cmd->add_option("--base", a.base, "The mlx-lm model folder the adapter was trained on")->required();
+  adapter_cmd->add_option("--adapter-file", a.adapter_file, "Weights file to use instead of adapters.safetensors");
+  adapter_cmd->add_option("--outfile,-o", a.outfile, "Output GGUF path (default: <adapter folder>-lora-<outtype>.gguf, here)");
+  adapter_cmd->add_option("--outtype", a.outtype, "f32, f16, bf16 or q8_0 (q8_0 only where rows are whole blocks, else f16)")
+      ->capture_default_str();
+  adapter_cmd->add_option("--name", a.name, "general.name of the adapter (default: the adapter folder's name)");
+  adapter_cmd->add_option("--threads,-t", a.threads, "Worker threads (default: all cores)");
+  adapter_cmd->add_flag("--quiet,-q", a.quiet, "No progress or summary output");
+
   std::string inspect_path;
   bool json = false, full = false;
   auto* inspect_cmd = app.add_subcommand("inspect", "Show the metadata and tensor table of a GGUF file");
@@ -175,6 +220,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*convert_cmd) return run_convert(c);
+    if (*adapter_cmd) return run_convert_adapter(a);
     if (*inspect_cmd) return run_inspect(inspect_path, json, full);
   } catch (const mlx2gguf::Error& e) {
     fmt::print(stderr, "\nerror: {}\n", e.what());

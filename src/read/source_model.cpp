@@ -30,6 +30,14 @@ SourceTensor SourceTensor::plain(const StoredTensor& stored) {
   return tensor;
 }
 
+SourceTensor SourceTensor::transposed(const StoredTensor& stored) {
+  if (stored.shape.size() != 2) fail("internal error: transposed view of '{}', which is not a matrix", stored.name);
+  SourceTensor tensor = plain(stored);
+  tensor.shape_ = {stored.shape[1], stored.shape[0]};
+  tensor.transposed_ = true;
+  return tensor;
+}
+
 SourceTensor SourceTensor::quantized(const StoredTensor& weight, const StoredTensor& scales, const StoredTensor* biases,
                                      const QuantSpec& spec) {
   const std::string where = fmt::format("'{}' in '{}'", weight.name, weight.file.string());
@@ -114,6 +122,13 @@ void SourceTensor::read_rows(int64_t first, int64_t count, float* out) const {
 
 void SourceTensor::read_stored_rows(int64_t first, int64_t count, float* out) const {
   const int64_t length = row_length();
+  if (transposed_) {  // output row r is stored column r
+    const int64_t stored_cols = shape_[0];
+    for (int64_t r = first; r < first + count; ++r)
+      for (int64_t c = 0; c < length; ++c)
+        out[(r - first) * length + c] = load_float(weight_->bytes.data(), stored_value_dtype_, c * stored_cols + r);
+    return;
+  }
   if (!stored_quant_) {
     const size_t size = dtype_size(stored_value_dtype_);
     load_floats(weight_->bytes.data() + static_cast<size_t>(first * length) * size, stored_value_dtype_, count * length, out);

@@ -19,6 +19,9 @@ class Adapter;
 class SourceTensor {
  public:
   static SourceTensor plain(const StoredTensor& stored);
+  // A 2-D float tensor read as its transpose (rows of the result are columns of the stored matrix), e.g. an
+  // mlx-lm LoRA factor in the orientation llama.cpp wants.
+  static SourceTensor transposed(const StoredTensor& stored);
   static SourceTensor quantized(const StoredTensor& weight, const StoredTensor& scales, const StoredTensor* biases,
                                 const QuantSpec& spec);
 
@@ -76,6 +79,7 @@ class SourceTensor {
   std::optional<QuantSpec> stored_quant_;  // how the stored bytes are quantized (quant_ unless merged)
   DType value_dtype_ = DType::F32;
   DType stored_value_dtype_ = DType::F32;
+  bool transposed_ = false;
   std::shared_ptr<const RowMerge> merge_;
   const StoredTensor* weight_ = nullptr;
   const StoredTensor* scales_ = nullptr;

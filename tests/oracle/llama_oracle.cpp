@@ -198,7 +198,34 @@ LlamaModel::~LlamaModel() { llama_model_free(model_); }
 
 int LlamaModel::n_vocab() const { return llama_vocab_n_tokens(llama_model_get_vocab(model_)); }
 
-std::vector<float> LlamaModel::logits(const std::vector<int32_t>& tokens) {
+std::vector<float> LlamaModel::logits(const std::vector<int32_t>& tokens) { return evaluate(tokens, nullptr, 0.0f); }
+
+int LlamaModel::load_adapter(const std::string& gguf_path) {
+  if (vocab_only_) throw std::logic_error("load_adapter() needs the weights: the model was loaded vocab-only");
+  ErrorCollector errors;
+  llama_adapter_lora* adapter = llama_adapter_lora_init(model_, gguf_path.c_str());
+  if (adapter == nullptr) fail("llama.cpp cannot load the LoRA adapter " + gguf_path, errors, "no reason given");
+  adapters_.push_back(adapter);
+  return static_cast<int>(adapters_.size()) - 1;
+}
+
+std::vector<float> LlamaModel::logits_with_adapter(const std::vector<int32_t>& tokens, int handle, float user_scale) {
+  return evaluate(tokens, adapters_.at(static_cast<size_t>(handle)), user_scale);
+}
+
+std::string LlamaModel::adapter_meta(int handle, const std::string& key) const {
+  llama_adapter_lora* adapter = adapters_.at(static_cast<size_t>(handle));
+  std::vector<char> buffer(256);
+  int32_t length = llama_adapter_meta_val_str(adapter, key.c_str(), buffer.data(), buffer.size());
+  if (length < 0) return "";
+  if (static_cast<size_t>(length) >= buffer.size()) {  // the value did not fit: ask again with room for it
+    buffer.resize(static_cast<size_t>(length) + 1);
+    length = llama_adapter_meta_val_str(adapter, key.c_str(), buffer.data(), buffer.size());
+  }
+  return std::string(buffer.data(), static_cast<size_t>(length));
+}
+
+std::vector<float> LlamaModel::evaluate(const std::vector<int32_t>& tokens, llama_adapter_lora* adapter, float scale) {
   if (vocab_only_) throw std::logic_error("logits() needs the weights: the model was loaded vocab-only");
   if (tokens.empty()) return {};
   ErrorCollector errors;
@@ -218,6 +245,8 @@ std::vector<float> LlamaModel::logits(const std::vector<int32_t>& tokens) {
   params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
   std::unique_ptr<llama_context, decltype(&llama_free)> context(llama_init_from_model(model_, params), &llama_free);
   if (!context) fail("llama.cpp cannot create a context", errors, "no reason given");
+  if (adapter != nullptr && llama_set_adapters_lora(context.get(), &adapter, 1, &scale) != 0)
+    fail("llama_set_adapters_lora failed", errors, "no reason given");
 
   std::unique_ptr<llama_batch, void (*)(llama_batch*)> batch(new llama_batch(llama_batch_init(n_tokens, 0, 1)),
                                                              [](llama_batch* b) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 struct llama_model;
+struct llama_adapter_lora;
 
 namespace oracle {
 
@@ -33,6 +34,14 @@ class LlamaModel {
   // Logits at EVERY position of one sequence starting at position 0, row-major [tokens.size()][n_vocab()].
   // Each call evaluates in a fresh context, so calls are independent. Throws on a vocab-only model.
   std::vector<float> logits(const std::vector<int32_t>& tokens);
+
+  // Loads a GGUF LoRA adapter for this model (llama_adapter_lora_init); it lives as long as the model. Throws with
+  // llama.cpp's reason when it refuses the file. Returns a handle for logits_with_adapter.
+  int load_adapter(const std::string& gguf_path);
+  // logits() with adapter `handle` applied at `user_scale` (llama_set_adapters_lora), as `llama-cli --lora` does.
+  std::vector<float> logits_with_adapter(const std::vector<int32_t>& tokens, int handle, float user_scale = 1.0f);
+  // A metadata value of a loaded adapter as llama.cpp reads it; "" if absent.
+  std::string adapter_meta(int handle, const std::string& key) const;
 
   // llama_tokenize: `add_special` adds BOS/EOS as the model's metadata asks; `parse_special` turns the text of
   // special tokens (e.g. "<|eot_id|>") into those tokens instead of tokenizing it as plain text.
@@ -58,8 +67,10 @@ class LlamaModel {
 
  private:
   LlamaModel(llama_model* model, bool vocab_only) : model_(model), vocab_only_(vocab_only) {}
+  std::vector<float> evaluate(const std::vector<int32_t>& tokens, llama_adapter_lora* adapter, float scale);
   llama_model* model_;
   bool vocab_only_;
+  std::vector<llama_adapter_lora*> adapters_;
 };
 
 // ggml's own GGUF parser, reading every byte (tensor data included) and checking alignment, offsets and sizes.
