@@ -4,8 +4,10 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "convert.h"
 #include "e2e_support.h"
 #include "oracle/llama_oracle.h"
+#include "plan/adapter_plan.h"
 
 namespace {
 
@@ -98,6 +100,50 @@ TEST(FixtureQwen35MoeLora, GgufLoraOnLosslessBaseIsCloserThanOnLlamaCppsOwnQuant
   const double ours = adapter_nmse(fixture, "auto", "f32");
   EXPECT_LE(ours, llama_q4_1_nmse(fixture, {}, true));
   EXPECT_LE(ours, 1e-2);
+}
+
+// The silent failures a GGUF LoRA can have: each must move llama.cpp far from the oracle.
+double broken_adapter_nmse(const std::function<void(mlx2gguf::ConversionPlan&)>& breakage, const std::string& label) {
+  const auto fixture = e2e::oracle_fixture("qwen35moe-4bit-lora");
+  const fs::path base = e2e::work_dir() / fmt::format("fixture-broken-base-{}.gguf", ::getpid());
+  const fs::path lora = e2e::work_dir() / fmt::format("fixture-broken-lora-{}.gguf", ::getpid());
+  EXPECT_EQ(e2e::run_mlx2gguf({"convert", fixture.model.string(), "-o", base.string(), "--outtype", "f32", "-q"}).exit_code, 0);
+  const auto source = mlx2gguf::SourceModel::open(fixture.model);
+  const auto adapter = mlx2gguf::Adapter::open({fixture.model / "adapters", std::nullopt}, source);
+  mlx2gguf::ConversionPlan plan = mlx2gguf::make_adapter_plan(source, *adapter, {});
+  breakage(plan);
+  mlx2gguf::write_plan(plan, lora, 2, nullptr);
+  auto model = oracle::LlamaModel::load(base.string());
+  const double error = e2e::fixture_nmse(model->logits_with_adapter(fixture.tokens, model->load_adapter(lora.string())), fixture.logits);
+  fs::remove(base);
+  fs::remove(lora);
+  std::printf("[ NMSE     ] fixture: GGUF LoRA %s vs the oracle = %.3e\n", label.c_str(), error);
+  return error;
+}
+
+TEST(FixtureQwen35MoeLora, GgufLoraWithoutTheBasesVHeadReorderIsCaught) {
+  int reordered = 0;
+  EXPECT_GT(broken_adapter_nmse(
+                [&](mlx2gguf::ConversionPlan& plan) {
+                  for (auto& tensor : plan.tensors) {
+                    reordered += !tensor.row_map.empty() || !tensor.column_map.empty();
+                    tensor.row_map.clear();
+                    tensor.column_map.clear();
+                  }
+                },
+                "without the V-head reorder"),
+            1e-2);
+  EXPECT_GT(reordered, 0);
+}
+
+TEST(FixtureQwen35MoeLora, GgufLoraWithoutMlxScaleIsCaught) {
+  EXPECT_GT(broken_adapter_nmse(
+                [](mlx2gguf::ConversionPlan& plan) {
+                  const double alpha = plan.metadata.get("adapter.lora.alpha")->floats.at(0);
+                  plan.metadata.set("adapter.lora.alpha", mlx2gguf::GgufValue::f32(static_cast<float>(alpha / 20.0)));
+                },
+                "at scale 1 instead of 20"),
+            1e-2);
 }
 
 TEST(FixtureQwen35MoeLora, BaseWithoutAdapterIsFarFromTheAdaptedOracle) {
