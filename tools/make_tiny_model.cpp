@@ -1,4 +1,5 @@
-// Writes a tiny random mlx-lm model folder (as mlx_lm.convert would save it) for tests and examples.
+// Writes a tiny random mlx-lm model folder (as mlx_lm.convert would save it) for tests and examples, and optionally
+// a fine-tune of it: the adapter folder mlx_lm.lora writes and/or the folder mlx_lm.fuse makes from both.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -6,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "gen/tiny_adapter.h"
 #include "gen/tiny_model.h"
 #include "util/error.h"
 
@@ -41,6 +43,11 @@ std::string human_size(uintmax_t bytes) {
   if (bytes < 10 * 1024) return fmt::format("{} B", bytes);
   if (bytes < 10 * 1024 * 1024) return fmt::format("{} KiB", bytes / 1024);
   return fmt::format("{} MiB", bytes / (1024 * 1024));
+}
+
+void print_files(const std::vector<std::filesystem::path>& files) {
+  for (const auto& file : files)
+    fmt::print("  {:<32} {}\n", file.filename().string(), human_size(std::filesystem::file_size(file)));
 }
 
 // The value of --preset, looked up before parsing so that the preset's values become the defaults that the other
@@ -137,6 +144,33 @@ int main(int argc, char** argv) {
   app.add_option("--norm-topk-prob", norm_topk_prob, "Write norm_topk_prob true or false (default: no key)");
   app.add_flag("--hf-extra-tensors", spec.hf_extra_tensors,
                "hf layout: also store a few mtp.* and model.visual.* tensors, as real checkpoints do");
+  // Fine-tune of the model written above.
+  mlx2gguf::gen::TinyAdapterSpec adapter;
+  std::string adapter_out, fused_out;
+  bool fused_dequantize = false;
+  app.add_option("--adapter-out", adapter_out, "Also write the adapter folder mlx_lm.lora would write for a fine-tune");
+  app.add_option("--adapter-type", adapter.fine_tune_type, "Fine-tune type: lora, dora or full")->capture_default_str();
+  app.add_option("--adapter-rank", adapter.rank, "lora_parameters.rank")->capture_default_str();
+  app.add_option("--adapter-scale", adapter.scale, "lora_parameters.scale (the update's multiplier)")
+      ->capture_default_str();
+  app.add_option("--adapter-layers", adapter.num_layers, "num_layers: train the last N blocks (-1 or 0: all)")
+      ->capture_default_str();
+  app.add_option("--adapter-keys", adapter.keys,
+                 "lora_parameters.keys, comma-separated: block-relative (self_attn.q_proj) or full module paths "
+                 "(lm_head, model.embed_tokens); default: every Linear, SwitchLinear and Embedding of the blocks")
+      ->delimiter(',');
+  app.add_option("--adapter-seed", adapter.seed, "Random seed of the adapter values")->capture_default_str();
+  app.add_flag("--adapter-legacy-config", adapter.legacy_config,
+               "Write the config of mlx-lm before September 2024 (lora_layers, use_dora, alpha); without keys it "
+               "adapts that version's defaults (q and v projections)");
+  app.add_option("--adapter-legacy-alpha", adapter.legacy_alpha, "lora_parameters.alpha of the legacy config (0: none)")
+      ->capture_default_str();
+  app.add_flag("--adapter-legacy-switch-shape", adapter.legacy_switch_shape,
+               "Store expert lora_a as [E*r, in], as mlx-lm did before October 2025");
+  app.add_option("--adapter-checkpoint", adapter.checkpoint_iteration,
+                 "Also write the checkpoint NNNNNNN_adapters.safetensors of this iteration");
+  app.add_option("--fused-out", fused_out, "Also write the folder mlx_lm.fuse makes from the model and the adapter");
+  app.add_flag("--fused-dequantize", fused_dequantize, "Fuse as mlx_lm.fuse --dequantize");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -160,6 +194,13 @@ int main(int argc, char** argv) {
       mlx2gguf::fail("--quant-override and --no-quant-mode-key need --quant");
     }
 
+    if (adapter_out.empty() && fused_out.empty()) {
+      for (const auto* option : app.get_options())
+        if (option->get_name().starts_with("--adapter-") && option->count() > 0)
+          mlx2gguf::fail("{} needs --adapter-out or --fused-out", option->get_name());
+    }
+    if (fused_dequantize && fused_out.empty()) mlx2gguf::fail("--fused-dequantize needs --fused-out");
+
     const auto summary = mlx2gguf::gen::write_tiny_model(spec, out);
     std::string quant_text = "float";
     if (spec.quant)
@@ -167,8 +208,21 @@ int main(int argc, char** argv) {
                                spec.quant->resolved_group_size(), summary.quantized_modules);
     fmt::print("wrote {}: {} {} layout ({}), {} tensors, {} parameters, vocab {}\n", out, spec.model_type, spec.layout,
                quant_text, summary.tensor_count, summary.total_parameters, summary.vocab_size);
-    for (const auto& file : summary.files)
-      fmt::print("  {:<32} {}\n", file.filename().string(), human_size(std::filesystem::file_size(file)));
+    print_files(summary.files);
+
+    adapter.model = out;
+    if (!adapter_out.empty()) {
+      const auto written = mlx2gguf::gen::write_tiny_adapter(spec, adapter, adapter_out);
+      fmt::print("wrote {}: {} fine-tune, {} tensors{}\n", adapter_out, adapter.fine_tune_type, written.tensors.size(),
+                 written.modules.empty() ? "" : fmt::format(" ({} adapted modules)", written.modules.size()));
+      print_files(written.files);
+    }
+    if (!fused_out.empty()) {
+      const auto fused = mlx2gguf::gen::write_fused_model(spec, out, adapter, fused_out, fused_dequantize);
+      fmt::print("wrote {}: fused{}, {} tensors, {} of them changed by the fine-tune\n", fused_out,
+                 fused_dequantize ? " and dequantized" : "", fused.tensor_count, fused.replaced.size());
+      print_files(fused.files);
+    }
   } catch (const std::exception& e) {
     fmt::print(stderr, "mlx2gguf-make-tiny-model: {}\n", e.what());
     return 1;

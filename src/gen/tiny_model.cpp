@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -845,6 +846,47 @@ std::vector<float> tiny_model_float_weights(const TinyModelSpec& spec, const std
   for (const Param& param : layout.params)
     if (param.name == name) return generate_values(param, spec.seed, storage_dtype(spec.dtype));
   fail("a {} model ({} layout) has no tensor '{}'", spec.model_type, spec.layout, name);
+}
+
+std::map<std::string, std::vector<float>> tiny_model_float_weights(const TinyModelSpec& spec,
+                                                                   const std::vector<std::string>& names) {
+  const Layout layout = build_layout(spec, tokenizer_facts(spec));
+  std::vector<const Param*> params;
+  for (const std::string& name : names) {
+    const auto param = std::find_if(layout.params.begin(), layout.params.end(),
+                                    [&](const Param& p) { return p.name == name; });
+    if (param == layout.params.end())
+      fail("a {} model ({} layout) has no tensor '{}'", spec.model_type, spec.layout, name);
+    params.push_back(&*param);
+  }
+  // Each tensor has its own random stream, so they are drawn in parallel.
+  std::vector<std::vector<float>> drawn(params.size());
+  tbb::parallel_for(size_t{0}, params.size(),
+                    [&](size_t i) { drawn[i] = generate_values(*params[i], spec.seed, storage_dtype(spec.dtype)); });
+  std::map<std::string, std::vector<float>> values;
+  for (size_t i = 0; i < params.size(); ++i) values[names[i]] = std::move(drawn[i]);
+  return values;
+}
+
+std::vector<TinyTensorInfo> tiny_model_tensors(const TinyModelSpec& spec) {
+  const Layout layout = build_layout(spec, tokenizer_facts(spec));
+  // The recipe as write_tiny_model applies it: the model's own predicate after the recipe's overrides.
+  std::optional<QuantRecipe> recipe = spec.quant;
+  if (recipe) recipe->overrides.insert(recipe->overrides.end(), layout.quant_predicate.begin(), layout.quant_predicate.end());
+  std::vector<TinyTensorInfo> infos;
+  for (const Param& param : layout.params) {
+    TinyTensorInfo info{param.name, param.shape, param.dtype.value_or(storage_dtype(spec.dtype)), TinyModuleKind::None, {}};
+    // Only the weights of Linear, SwitchLinear and Embedding modules are quantizable, so the flag tells them apart
+    // from every other parameter (the hf layout clears it, as nothing there is an mlx-lm module).
+    if (param.quantizable)
+      info.module_kind = param.shape.size() == 3                  ? TinyModuleKind::SwitchLinear
+                         : param.name.ends_with("embed_tokens.weight") ? TinyModuleKind::Embedding
+                                                                       : TinyModuleKind::Linear;
+    if (recipe)
+      if (const auto quant = module_quant(param, *recipe)) info.quant = QuantSpec{quant->mode, quant->bits, quant->group_size};
+    infos.push_back(std::move(info));
+  }
+  return infos;
 }
 
 TinyModelSummary write_tiny_model(const TinyModelSpec& spec, const fs::path& out_dir) {

@@ -7,9 +7,13 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "read/quant_config.h"
+#include "read/safetensors.h"
 
 namespace mlx2gguf::gen {
 
@@ -126,5 +130,28 @@ TinyModelSummary write_tiny_model(const TinyModelSpec& spec, const std::filesyst
 // the same spec and seed stores, rounded to the storage dtype. Lets tests compare dequantized weights with their
 // source.
 std::vector<float> tiny_model_float_weights(const TinyModelSpec& spec, const std::string& name);
+// The same for several tensors at once (the layout is built once).
+std::map<std::string, std::vector<float>> tiny_model_float_weights(const TinyModelSpec& spec,
+                                                                   const std::vector<std::string>& names);
+
+// The mlx-lm module class a weight belongs to, as far as fine-tuning cares: the classes mlx-lm's LoRA can wrap.
+enum class TinyModuleKind {
+  None,          // not the weight of such a module: norms, biases, conv1d, A_log, dt_bias, ...
+  Linear,        // nn.Linear / nn.QuantizedLinear: [out, in]
+  SwitchLinear,  // SwitchLinear / QuantizedSwitchLinear (stacked experts): [experts, out, in]
+  Embedding,     // nn.Embedding / nn.QuantizedEmbedding: [vocab, dims]
+};
+
+// One logical tensor of a spec's model, in the order the folder stores them (mlx-lm's parameter order).
+struct TinyTensorInfo {
+  std::string name;                // as stored, e.g. "model.layers.0.mlp.gate_proj.weight"
+  std::vector<int64_t> shape;      // logical shape: for a quantized weight the unpacked one
+  DType dtype = DType::BF16;       // float dtype of the values (before quantization, also the affine scales' dtype)
+  TinyModuleKind module_kind = TinyModuleKind::None;
+  std::optional<QuantSpec> quant;  // set when the folder stores it quantized (weight + scales [+ biases])
+};
+
+// Every logical tensor of the spec's model (quantized weights once, without their scales and biases).
+std::vector<TinyTensorInfo> tiny_model_tensors(const TinyModelSpec& spec);
 
 }  // namespace mlx2gguf::gen

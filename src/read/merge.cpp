@@ -17,7 +17,9 @@ std::atomic<uint64_t> next_merge_id{1};
 RowMerge::RowMerge(const AdapterModule& module, MergeRule rule, DType dtype, std::optional<QuantSpec> requantize)
     : module_(module), rule_(rule), dtype_(dtype), requantize_(requantize), id_(next_merge_id++) {}
 
-DType RowMerge::fused_dtype() const { return module_.is_dora() ? DType::F32 : dtype_; }
+DType RowMerge::fused_dtype() const {
+  return module_.is_dora() && module_.kind() != AdapterKind::Embedding ? DType::F32 : dtype_;
+}
 
 const float* RowMerge::down(int64_t expert) const {
   thread_local std::vector<float> values;
@@ -73,8 +75,14 @@ void RowMerge::apply(int64_t first, int64_t count, float* rows) const {
       float sum = 0.0f;
       for (int64_t c = 0; c < cols; ++c) sum += round_to_dtype(w[c] * w[c], dtype_);
       const float norm = round_to_dtype(std::sqrt(sum), dtype_);
-      const float factor = module_.magnitude(row) / norm;
-      for (int64_t c = 0; c < cols; ++c) w[c] = factor * w[c];
+      if (module_.kind() == AdapterKind::Embedding) {
+        // DoRAEmbedding keeps m in the model's dtype, so the rescale happens in T too.
+        const float factor = round_to_dtype(module_.magnitude(row) / norm, dtype_);
+        for (int64_t c = 0; c < cols; ++c) w[c] = round_to_dtype(factor * w[c], dtype_);
+      } else {
+        const float factor = module_.magnitude(row) / norm;  // DoRALinear's m is float32: so is the result
+        for (int64_t c = 0; c < cols; ++c) w[c] = factor * w[c];
+      }
     }
   }
 }

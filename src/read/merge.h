@@ -16,7 +16,7 @@ enum class MergeRule {
   // What `mlx_lm.fuse` computes, in the module's own dtype T (the base's float type, the scales' type of an
   // affine base, bfloat16 for the fp modes): delta_f32 = Σ_k (scale·up_k)·down_k in float32, k ascending;
   // W' = round_T(W_T + round_T(delta)). DoRA: Wa likewise; norm = round_T(sqrt(Σ_c round_T(Wa_c²))) in float32;
-  // W' = (m / norm)·Wa in float32. A quantized base is then re-quantized with MLX's quantizer at its own
+  // W' = (m / norm)·Wa in float32 (DoRAEmbedding, whose m is in T: round_T(round_T(m / norm)·Wa)). A quantized base is then re-quantized with MLX's quantizer at its own
   // mode, bits and group size, exactly as the folder mlx_lm.fuse writes stores it.
   LikeMlxFuse,
 };
@@ -29,7 +29,7 @@ class RowMerge {
 
   const AdapterModule& module() const { return module_; }
   MergeRule rule() const { return rule_; }
-  // The dtype of merged values under LikeMlxFuse: T, or float32 for DoRA (its magnitudes are float32).
+  // The dtype of merged values under LikeMlxFuse: T, or float32 for DoRA Linear modules (their m is float32).
   DType fused_dtype() const;
   const std::optional<QuantSpec>& requantize() const { return requantize_; }
 
