@@ -5,21 +5,32 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <optional>
 
 #include "eval/reference.h"
 #include "llama_oracle.h"
+#include "read/adapter.h"
 #include "read/source_model.h"
 #include "util/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Run a GGUF file in llama.cpp (the prebuilt library of the test oracles)"};
-  std::string gguf, prompt = "The capital of France is", reference_dir;
+  std::string gguf, prompt = "The capital of France is", reference_dir, adapter_path;
   int n_predict = 16;
   app.add_option("GGUF", gguf, "GGUF model file")->required()->check(CLI::ExistingFile);
   app.add_option("--prompt,-p", prompt, "Prompt text")->capture_default_str();
   app.add_option("--n-predict,-n", n_predict, "Tokens to generate (greedy)")->capture_default_str();
   app.add_option("--reference", reference_dir, "Source MLX folder: compare llama.cpp's logits with the reference");
+  app.add_option("--adapter-path", adapter_path,
+                 "mlx-lm adapter folder (or weights file) of a fine-tune of the --reference folder: the reference "
+                 "applies it unfused (LoRA/DoRA) or with its tensors replaced (full)")
+      ->check(CLI::ExistingPath);
   CLI11_PARSE(app, argc, argv);
+  if (!adapter_path.empty() && reference_dir.empty()) {
+    fmt::print(stderr, "error: --adapter-path needs --reference\n");
+    return 1;
+  }
   try {
     auto model = oracle::LlamaModel::load(gguf);
     std::vector<int32_t> tokens = model->tokenize(prompt, true, false);
@@ -35,8 +46,21 @@ int main(int argc, char** argv) {
     fmt::print("llama.cpp ({}): {} prompt tokens, {} generated\n", oracle::cpu_backend_name(), prompt_tokens, generated.size());
     fmt::print("prompt:     {}\ncontinued:  {}\n", prompt, model->detokenize(generated, false));
     if (!reference_dir.empty()) {
-      const auto source = mlx2gguf::SourceModel::open(reference_dir);
-      const auto want = mlx2gguf::reference_logits(source, tokens);
+      std::unique_ptr<mlx2gguf::Adapter> adapter;  // declared first: it must outlive the model it is applied to
+      auto source = mlx2gguf::SourceModel::open(reference_dir);
+      if (!adapter_path.empty()) {
+        adapter = mlx2gguf::Adapter::open({adapter_path, std::nullopt}, source);
+        for (const std::string& note : adapter->notes()) fmt::print("note: {}\n", note);
+        const bool full = adapter->type() == mlx2gguf::FineTuneType::Full;
+        fmt::print("reference with the {} adapter {} ({} {})\n", mlx2gguf::fine_tune_type_name(adapter->type()),
+                   adapter->weights_path().string(),
+                   full ? adapter->replacements().size() : adapter->modules().size(),
+                   full ? "tensors replaced" : "modules applied unfused");
+        // Full fine-tunes have no low-rank terms: their tensors simply replace the base's.
+        if (full) source.apply_adapter(*adapter, mlx2gguf::MergeRule::Float32);
+      }
+      const bool unfused = adapter && adapter->type() != mlx2gguf::FineTuneType::Full;
+      const auto want = mlx2gguf::reference_logits(source, tokens, unfused ? adapter.get() : nullptr);
       const auto got = model->logits(tokens);
       double error = 0, energy = 0;
       for (size_t i = 0; i < want.size(); ++i) {

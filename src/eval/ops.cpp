@@ -10,6 +10,7 @@
 #include <numeric>
 #include <optional>
 
+#include "eval/adapter_terms.h"
 #include "util/error.h"
 
 namespace mlx2gguf::ref {
@@ -31,12 +32,14 @@ std::vector<float> read_all(const SourceTensor& tensor) {
 Activations embed(const SourceTensor& table, std::span<const int32_t> tokens) {
   if (table.shape().size() != 2) fail("embedding table '{}' is not 2-D", table.name());
   const int64_t vocab = table.row_count();
+  const ModuleTerms* lora = adapter_terms(table);
   Activations x(static_cast<int64_t>(tokens.size()), table.row_length());
   for (size_t t = 0; t < tokens.size(); ++t) {
     if (tokens[t] < 0 || tokens[t] >= vocab)
       fail("token id {} at position {} is outside the vocabulary of {} rows of '{}'", tokens[t], t, vocab,
            table.name());
     table.read_rows(tokens[t], 1, x.row(static_cast<int64_t>(t)));
+    if (lora) lora->adapt_embedding_row(tokens[t], x.row(static_cast<int64_t>(t)));
   }
   return x;
 }
@@ -73,6 +76,19 @@ Activations linear(const Activations& x, const SourceTensor& w, const float* bia
   if (tokens == 0 || row_count == 0) return y;
 
   std::vector<double> xd(x.data().begin(), x.data().end());
+  // An adapter module on `w`: the rank-space projection of every token for each expert the rows belong to,
+  // lora_u[((expert - first_expert)·tokens + t)·rank + k].
+  const ModuleTerms* lora = adapter_terms(w);
+  const int64_t rank = lora ? lora->rank() : 0;
+  const int64_t first_expert = lora ? lora->expert_of(first_row) : 0;
+  std::vector<double> lora_u;
+  if (lora) {
+    const int64_t experts = lora->expert_of(first_row + row_count - 1) - first_expert + 1;
+    lora_u.resize(static_cast<size_t>(experts * tokens * rank));
+    for (int64_t e = 0; e < experts; ++e)
+      for (int64_t t = 0; t < tokens; ++t)
+        lora->project(x.row(t), first_expert + e, lora_u.data() + (e * tokens + t) * rank);
+  }
   // About 64 KiB of dequantized weights per chunk.
   const int64_t chunk_rows = std::max<int64_t>(1, (16 * 1024) / std::max<int64_t>(1, in));
   const int64_t chunks = (row_count + chunk_rows - 1) / chunk_rows;
@@ -85,9 +101,18 @@ Activations linear(const Activations& x, const SourceTensor& w, const float* bia
       for (int64_t r = 0; r < count; ++r) {
         const float* wr = rows.data() + r * in;
         const double b = bias ? static_cast<double>(bias[begin + r]) : 0.0;
+        if (lora == nullptr) {
+          for (int64_t t = 0; t < tokens; ++t)
+            y.row(t)[begin + r] = static_cast<float>(dot(wr, xd.data() + t * in, in) + b);
+          continue;
+        }
+        // Unfused: DoRA's factor · (W x + the low-rank term), then the bias.
+        const int64_t row = first_row + begin + r;
+        const double factor = lora->dora_factor(row, wr);
+        const double* u = lora_u.data() + (lora->expert_of(row) - first_expert) * tokens * rank;
         for (int64_t t = 0; t < tokens; ++t) {
-          const double* xr = xd.data() + t * in;
-          y.row(t)[begin + r] = static_cast<float>(dot(wr, xr, in) + b);
+          const double value = factor * (dot(wr, xd.data() + t * in, in) + lora->term(row, u + t * rank));
+          y.row(t)[begin + r] = static_cast<float>(value + b);
         }
       }
     }
@@ -346,6 +371,10 @@ Activations switch_glu(const Activations& x, const ExpertWeights& weights,
   const int64_t inter = weights.intermediate;
   const int64_t hidden = x.cols();
   if (static_cast<int64_t>(routes.size()) != x.rows()) fail("internal: {} routes for {} tokens", routes.size(), x.rows());
+
+  // Every expert's tensors take their adapter modules, whether or not a token is routed to that expert.
+  for (const ExpertRows& rows : weights.experts)
+    for (const SourceTensor* tensor : {rows.gate, rows.up, rows.down}) adapter_terms(*tensor);
 
   std::vector<double> acc(static_cast<size_t>(x.rows() * hidden), 0.0);
   for (int64_t e = 0; e < experts; ++e) {

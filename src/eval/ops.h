@@ -37,11 +37,14 @@ class Activations {
 void expect_shape(const SourceTensor& tensor, const std::vector<int64_t>& expected);
 // The whole tensor as float32 (for small tensors: norm weights, biases, per-head parameters).
 std::vector<float> read_all(const SourceTensor& tensor);
-// Rows of `table` picked by token id, dequantized; ids outside the table fail.
+// Rows of `table` picked by token id, dequantized; ids outside the table fail. Under an active adapter (see
+// eval/adapter_terms.h) a LoRA/DoRA embedding module on `table` adapts the rows picked.
 Activations embed(const SourceTensor& table, std::span<const int32_t> tokens);
 
 // y[t][o] = Σ_i W[first_row + o][i] · x[t][i] (+ bias[o]) for o < row_count. W is streamed in row chunks and
-// the chunks are spread over threads. row_count < 0 means every row from first_row on.
+// the chunks are spread over threads. row_count < 0 means every row from first_row on. Under an active adapter
+// a LoRA/DoRA module on `w` adds its low-rank term unfused (rows of stacked experts belong to expert
+// row / out; an embedding module here is the tied output head).
 Activations linear(const Activations& x, const SourceTensor& w, const float* bias = nullptr, int64_t first_row = 0,
                    int64_t row_count = -1);
 

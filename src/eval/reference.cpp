@@ -2,7 +2,7 @@
 
 #include <fmt/ranges.h>
 
-
+#include "eval/adapter_terms.h"
 #include "eval/forward.h"
 #include "util/error.h"
 
@@ -41,7 +41,8 @@ std::vector<std::string> reference_model_types() {
 
 bool reference_supports(const std::string& model_type) { return find_architecture(model_type) != nullptr; }
 
-std::vector<float> reference_logits(const SourceModel& model, const std::vector<int32_t>& tokens) {
+std::vector<float> reference_logits(const SourceModel& model, const std::vector<int32_t>& tokens,
+                                    const Adapter* adapter) {
   // mlx-lm picks the module by the top-level model_type (a nested text_config may name a text-only variant).
   const nlohmann::json& top = model.folder().config();
   const std::string model_type = top.contains("model_type") && top["model_type"].is_string()
@@ -52,7 +53,11 @@ std::vector<float> reference_logits(const SourceModel& model, const std::vector<
     fail("the reference forward pass does not implement model_type '{}' (implemented: {})", model_type,
          fmt::join(reference_model_types(), ", "));
   if (tokens.empty()) fail("the reference forward pass needs at least one token");
-  return arch->forward(model, tokens);
+  if (adapter == nullptr) return arch->forward(model, tokens);
+  ref::AdapterScope scope(*adapter);
+  std::vector<float> logits = arch->forward(model, tokens);
+  scope.check_all_applied();
+  return logits;
 }
 
 namespace ref {
