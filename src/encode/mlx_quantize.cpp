@@ -26,15 +26,6 @@ void store_float(float value, DType dtype, uint8_t* out) {
   }
 }
 
-float round_to_dtype(float value, DType dtype) {
-  switch (dtype) {
-    case DType::F32: return value;
-    case DType::F16: return f16_to_f32(f32_to_f16(value));
-    case DType::BF16: return bf16_to_f32(f32_to_bf16(value));
-    default: fail("internal error: round_to_dtype to {}", dtype_name(dtype));
-  }
-}
-
 void pack_codes(const uint32_t* codes, int64_t count, int bits, uint32_t* words) {
   for (int64_t i = 0; i < count; ++i) {
     const int64_t bit = i * bits;
@@ -82,14 +73,14 @@ QuantizedRows quantize_affine(const float* w, int64_t rows, int64_t cols, int bi
       float scale = std::max((w_max - w_min) / n_bins, 1e-7f);
       if (!min_is_edge) scale = -scale;
       const float edge = min_is_edge ? w_min : w_max;
-      const float q0 = std::nearbyint(edge / scale);
+      const float q0 = round_half_even(edge / scale);
       float bias = 0.0f;
       if (q0 != 0.0f) {
         scale = edge / q0;
         bias = edge;
       }
       for (int64_t j = 0; j < group_size; ++j) {
-        const float q = std::nearbyint((group[j] - bias) / scale);
+        const float q = round_half_even((group[j] - bias) / scale);
         codes[static_cast<size_t>(g * group_size + j)] = static_cast<uint32_t>(std::clamp(q, 0.0f, n_bins));
       }
       const size_t at = static_cast<size_t>(r * groups + g) * value_size;

@@ -1,11 +1,13 @@
 #pragma once
 // MLX's quantizers, as `mlx.core.quantize` (and so mlx_lm.convert -q) computes them, producing the exact tensors
 // an MLX model folder stores: packed uint32 codes, per-group scales and (affine only) biases.
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "read/quant_config.h"
 #include "read/safetensors.h"
+#include "util/half.h"
 
 namespace mlx2gguf {
 
@@ -40,7 +42,21 @@ uint8_t f32_to_e4m3(float value);  // OCP E4M3 "fn": bias 7, max 448, 0x7F is Na
 
 // Stores `value` rounded to `dtype` (F32, F16 or BF16) at `out`, little-endian.
 void store_float(float value, DType dtype, uint8_t* out);
-// `value` rounded to what `dtype` can represent.
-float round_to_dtype(float value, DType dtype);
+// `value` rounded to what `dtype` (F32, F16 or BF16) can represent. Inline: merges call it per weight.
+inline float round_to_dtype(float value, DType dtype) {
+  switch (dtype) {
+    case DType::BF16: return bf16_to_f32(f32_to_bf16(value));
+    case DType::F16: return f16_to_f32(f32_to_f16(value));
+    default: return value;
+  }
+}
+
+// Round to nearest, ties to even, as std::nearbyint in the default rounding mode, without a library call:
+// adding and removing 2^23 leaves no fraction bits, so the addition itself rounds.
+inline float round_half_even(float x) {
+  constexpr float kTwo23 = 8388608.0f;
+  if (!(std::fabs(x) < kTwo23)) return x;  // already an integer (or NaN)
+  return x >= 0.0f ? (x + kTwo23) - kTwo23 : (x - kTwo23) + kTwo23;
+}
 
 }  // namespace mlx2gguf

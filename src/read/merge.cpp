@@ -36,7 +36,9 @@ const float* RowMerge::down(int64_t expert) const {
 
 void RowMerge::apply(int64_t first, int64_t count, float* rows) const {
   const int64_t rank = module_.rank(), cols = module_.cols();
-  std::vector<float> up(static_cast<size_t>(rank));
+  thread_local std::vector<float> up, delta;
+  thread_local std::vector<double> merged;
+  up.resize(static_cast<size_t>(rank));
   for (int64_t r = 0; r < count; ++r) {
     const int64_t row = first + r;
     float* w = rows + r * cols;
@@ -44,7 +46,7 @@ void RowMerge::apply(int64_t first, int64_t count, float* rows) const {
     const float* d = down(module_.expert_of(row));
 
     if (rule_ == MergeRule::Float32) {
-      std::vector<double> merged(w, w + cols);
+      merged.assign(w, w + cols);
       for (int64_t k = 0; k < rank; ++k) {
         const double coefficient = static_cast<double>(module_.scale()) * up[static_cast<size_t>(k)];
         const float* down_k = d + k * cols;
@@ -61,7 +63,7 @@ void RowMerge::apply(int64_t first, int64_t count, float* rows) const {
     }
 
     // LikeMlxFuse: float32 products (scale·up)·down summed over k in ascending order, then rounded to T.
-    std::vector<float> delta(static_cast<size_t>(cols), 0.0f);
+    delta.assign(static_cast<size_t>(cols), 0.0f);
     for (int64_t k = 0; k < rank; ++k) {
       const float coefficient = module_.scale() * up[static_cast<size_t>(k)];
       const float* down_k = d + k * cols;
