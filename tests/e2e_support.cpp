@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <functional>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -18,6 +19,24 @@ namespace e2e {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// Writes a folder once (atomically, so concurrent test processes can share it).
+fs::path cached_folder(const std::string& kind, const std::string& key, const std::function<void(const fs::path&)>& write) {
+  const fs::path dir = work_dir() / kind / key;
+  if (fs::exists(dir)) return dir;
+  fs::create_directories(dir.parent_path());
+  const fs::path temp = dir.parent_path() / fmt::format(".{}.{}", key, ::getpid());
+  fs::remove_all(temp);
+  write(temp);
+  std::error_code ec;
+  fs::rename(temp, dir, ec);
+  if (ec) fs::remove_all(temp);
+  return dir;
+}
+
+}  // namespace
+
 fs::path work_dir() {
   fs::path dir = MLX2GGUF_TEST_WORK_DIR;
   fs::create_directories(dir);
@@ -25,16 +44,7 @@ fs::path work_dir() {
 }
 
 fs::path cached_model(const std::string& key, const mlx2gguf::gen::TinyModelSpec& spec) {
-  const fs::path dir = work_dir() / "models" / key;
-  if (fs::exists(dir / "config.json")) return dir;
-  fs::create_directories(dir.parent_path());
-  const fs::path temp = dir.parent_path() / fmt::format(".{}.{}", key, ::getpid());
-  fs::remove_all(temp);
-  mlx2gguf::gen::write_tiny_model(spec, temp);
-  std::error_code ec;
-  fs::rename(temp, dir, ec);  // another process may have won the race: its copy is identical
-  if (ec) fs::remove_all(temp);
-  return dir;
+  return cached_folder("models", key, [&](const fs::path& dir) { mlx2gguf::gen::write_tiny_model(spec, dir); });
 }
 
 mlx2gguf::gen::TinyModelSpec model_spec(const std::string& model) {
@@ -90,7 +100,9 @@ mlx2gguf::gen::TinyModelSpec model_spec(const std::string& model) {
   return s;
 }
 
-fs::path model_folder(const std::string& model, const std::string& variant) {
+namespace {
+
+mlx2gguf::gen::TinyModelSpec spec_of(const std::string& model, const std::string& variant) {
   mlx2gguf::gen::TinyModelSpec spec = model_spec(model);
   int bits = 0, group_size = 0;
   if (variant == "mxfp4" || variant == "nvfp4" || variant == "mxfp8") {
@@ -101,7 +113,28 @@ fs::path model_folder(const std::string& model, const std::string& variant) {
     throw std::runtime_error("unknown test model variant " + variant);
   }
   if (spec.quant && spec.layout == "hf") throw std::runtime_error("Hugging Face layouts are never quantized");
-  return cached_model(model + "-" + variant, spec);
+  return spec;
+}
+
+}  // namespace
+
+fs::path model_folder(const std::string& model, const std::string& variant) {
+  return cached_model(model + "-" + variant, spec_of(model, variant));
+}
+
+fs::path adapter_folder(const std::string& model, const std::string& variant, const std::string& key,
+                        const mlx2gguf::gen::TinyAdapterSpec& adapter) {
+  return cached_folder("adapters", fmt::format("{}-{}-{}", model, variant, key), [&](const fs::path& dir) {
+    mlx2gguf::gen::write_tiny_adapter(spec_of(model, variant), adapter, dir);
+  });
+}
+
+fs::path fused_folder(const std::string& model, const std::string& variant, const std::string& key,
+                      const mlx2gguf::gen::TinyAdapterSpec& adapter) {
+  const fs::path base = model_folder(model, variant);
+  return cached_folder("fused", fmt::format("{}-{}-{}", model, variant, key), [&](const fs::path& dir) {
+    mlx2gguf::gen::write_fused_model(spec_of(model, variant), base, adapter, dir, false);
+  });
 }
 
 CommandResult run_mlx2gguf(const std::vector<std::string>& args, const fs::path& cwd) {

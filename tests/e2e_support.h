@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "gen/tiny_adapter.h"
 #include "gen/tiny_model.h"
 
 namespace e2e {
@@ -28,6 +29,13 @@ mlx2gguf::gen::TinyModelSpec model_spec(const std::string& model);
 // The folder of `model` saved as `variant`: "bf16" (unquantized) or an MLX quantization: "q4g64" (affine 4-bit,
 // group 64; any bits/group), "mxfp4", "nvfp4", "mxfp8". Hugging Face layouts exist only unquantized.
 std::filesystem::path model_folder(const std::string& model, const std::string& variant);
+
+// The adapter folder of a fine-tune of model_folder(model, variant) (written once and cached like the models), and
+// the folder mlx_lm.fuse makes of the two.
+std::filesystem::path adapter_folder(const std::string& model, const std::string& variant, const std::string& key,
+                                     const mlx2gguf::gen::TinyAdapterSpec& adapter);
+std::filesystem::path fused_folder(const std::string& model, const std::string& variant, const std::string& key,
+                                   const mlx2gguf::gen::TinyAdapterSpec& adapter);
 
 struct CommandResult {
   int exit_code = -1;
