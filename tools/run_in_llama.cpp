@@ -16,11 +16,13 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"Run a GGUF file in llama.cpp (the prebuilt library of the test oracles)"};
-  std::string gguf, prompt = "The capital of France is", reference_dir, adapter_path;
+  std::string gguf, prompt = "The capital of France is", reference_dir, adapter_path, lora;
   int n_predict = 16;
   app.add_option("GGUF", gguf, "GGUF model file")->required()->check(CLI::ExistingFile);
   app.add_option("--prompt,-p", prompt, "Prompt text")->capture_default_str();
   app.add_option("--n-predict,-n", n_predict, "Tokens to generate (greedy)")->capture_default_str();
+  app.add_option("--lora", lora, "GGUF LoRA adapter llama.cpp applies on top of the model (scale 1.0)")
+      ->check(CLI::ExistingFile);
   app.add_option("--reference", reference_dir, "Source MLX folder: compare llama.cpp's logits with the reference");
   app.add_option("--adapter-path", adapter_path,
                  "mlx-lm adapter folder (or weights file) of a fine-tune of the --reference folder: the reference "
@@ -33,10 +35,14 @@ int main(int argc, char** argv) {
   }
   try {
     auto model = oracle::LlamaModel::load(gguf);
+    const int lora_handle = lora.empty() ? -1 : model->load_adapter(lora);
+    auto logits_of = [&](const std::vector<int32_t>& tokens) {
+      return lora_handle < 0 ? model->logits(tokens) : model->logits_with_adapter(tokens, lora_handle);
+    };
     std::vector<int32_t> tokens = model->tokenize(prompt, true, false);
     const size_t prompt_tokens = tokens.size();
     for (int i = 0; i < n_predict; ++i) {
-      const auto logits = model->logits(tokens);
+      const auto logits = logits_of(tokens);
       const float* last = logits.data() + (tokens.size() - 1) * model->n_vocab();
       const auto next = static_cast<int32_t>(std::max_element(last, last + model->n_vocab()) - last);
       if (model->is_eog(next)) break;
@@ -61,7 +67,7 @@ int main(int argc, char** argv) {
       }
       const bool unfused = adapter && adapter->type() != mlx2gguf::FineTuneType::Full;
       const auto want = mlx2gguf::reference_logits(source, tokens, unfused ? adapter.get() : nullptr);
-      const auto got = model->logits(tokens);
+      const auto got = logits_of(tokens);
       double error = 0, energy = 0;
       for (size_t i = 0; i < want.size(); ++i) {
         error += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
