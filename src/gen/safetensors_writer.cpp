@@ -2,6 +2,7 @@
 
 #include <fstream>
 
+#include "encode/mlx_quantize.h"
 #include "util/error.h"
 
 namespace mlx2gguf::gen {
@@ -47,6 +48,19 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<GenT
   for (const GenTensor& tensor : tensors)
     out.write(reinterpret_cast<const char*>(tensor.data.data()), static_cast<std::streamsize>(tensor.data.size()));
   if (!out.flush()) fail("cannot write '{}'", path.string());
+}
+
+std::vector<uint8_t> float_bytes(const std::vector<float>& values, DType dtype) {
+  std::vector<uint8_t> bytes(values.size() * dtype_size(dtype));
+  for (size_t i = 0; i < values.size(); ++i) store_float(values[i], dtype, bytes.data() + i * dtype_size(dtype));
+  return bytes;
+}
+
+std::vector<uint8_t> word_bytes(const std::vector<uint32_t>& words) {
+  std::vector<uint8_t> bytes(words.size() * 4);
+  for (size_t i = 0; i < words.size(); ++i)
+    for (int b = 0; b < 4; ++b) bytes[i * 4 + b] = static_cast<uint8_t>(words[i] >> (8 * b));
+  return bytes;
 }
 
 }  // namespace mlx2gguf::gen

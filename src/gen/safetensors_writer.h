@@ -22,6 +22,10 @@ struct GenTensor {
   int64_t element_count() const;
 };
 
+// Tensor data from values: floats stored in `dtype` (F32, F16 or BF16), packed uint32 words little-endian.
+std::vector<uint8_t> float_bytes(const std::vector<float>& values, DType dtype);
+std::vector<uint8_t> word_bytes(const std::vector<uint32_t>& words);
+
 // Data is laid out in the order of `tensors`; the header lists them sorted by name regardless. `metadata` is
 // stored as "__metadata__": MLX model shards carry {"format": "mlx"}, files saved without metadata a JSON null.
 // `header_alignment` > 1 pads the header with spaces to a multiple of it, as the safetensors library (and so

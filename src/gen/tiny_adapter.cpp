@@ -190,18 +190,6 @@ std::vector<float> normal_values(uint64_t seed, const std::string& stream_name, 
   return values;
 }
 
-std::vector<uint8_t> float_bytes(const std::vector<float>& values, DType dtype) {
-  std::vector<uint8_t> bytes(values.size() * dtype_size(dtype));
-  for (size_t i = 0; i < values.size(); ++i) store_float(values[i], dtype, bytes.data() + i * dtype_size(dtype));
-  return bytes;
-}
-
-std::vector<uint8_t> word_bytes(const std::vector<uint32_t>& words) {
-  std::vector<uint8_t> bytes(words.size() * 4);
-  for (size_t i = 0; i < words.size(); ++i)
-    for (int b = 0; b < 4; ++b) bytes[i * 4 + b] = static_cast<uint8_t>(words[i] >> (8 * b));
-  return bytes;
-}
 
 int64_t product(const std::vector<int64_t>& shape) {
   int64_t count = 1;

@@ -752,18 +752,6 @@ void check_recipe(const QuantRecipe& recipe) {
   }
 }
 
-std::vector<uint8_t> float_bytes(const std::vector<float>& values, DType dtype) {
-  std::vector<uint8_t> bytes(values.size() * dtype_size(dtype));
-  for (size_t i = 0; i < values.size(); ++i) store_float(values[i], dtype, bytes.data() + i * dtype_size(dtype));
-  return bytes;
-}
-
-std::vector<uint8_t> word_bytes(const std::vector<uint32_t>& words) {
-  std::vector<uint8_t> bytes(words.size() * 4);
-  for (size_t i = 0; i < words.size(); ++i)
-    for (int b = 0; b < 4; ++b) bytes[i * 4 + b] = static_cast<uint8_t>(words[i] >> (8 * b));
-  return bytes;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Files
