@@ -47,13 +47,14 @@ struct TensorRecipe {
 
 struct ConversionPlan {
   GgufMetadata metadata;
-  std::vector<TensorRecipe> tensors;
+  // In file order. A deque: the recipe references PlanBuilder hands out stay valid while more tensors are mapped.
+  std::deque<TensorRecipe> tensors;
   std::deque<SourceTensor> views;  // reshaped views of source tensors that recipes point to
 };
 
 // What the architecture files use to describe their mapping. It checks shapes, records which source tensors
 // were used, and refuses to finish while a source tensor was neither mapped nor explicitly dropped, so that
-// nothing is silently lost.
+// nothing is silently lost. The recipes it returns stay valid for the plan's life.
 class PlanBuilder {
  public:
   PlanBuilder(const SourceModel& model, ConversionPlan& plan) : model_(model), plan_(plan) {}

@@ -143,6 +143,22 @@ TEST(LlamaPlan, WritesExactlyTheLlamaTensorNames) {
   EXPECT_TRUE(is_str(*p, "general.architecture", "llama"));
 }
 
+TEST(PlanBuilder, RecipesStayValidWhileMoreTensorsAreMapped) {
+  TempDir temp;
+  const SourceModel model = SourceModel::open(write_model(temp, "tiny-llama", llama_spec()));
+  ConversionPlan plan;
+  plan.metadata.set("general.architecture", GgufValue::str("llama"));
+  PlanBuilder builder(model, plan);
+  TensorRecipe& first = builder.map("first.weight", "model.embed_tokens.weight", {});
+  std::vector<TensorRecipe*> later;
+  for (const auto& [name, tensor] : model.tensors()) later.push_back(&builder.map("copy." + name, name, {}));
+  first.column_map = {1, 0};  // written through a reference taken before every later map
+  EXPECT_EQ(plan.tensors.front().name, "first.weight");
+  EXPECT_EQ(plan.tensors.front().column_map, (std::vector<int64_t>{1, 0}));
+  EXPECT_EQ(later.front()->name, plan.tensors[1].name);
+  EXPECT_GT(plan.tensors.size(), 20u);
+}
+
 TEST(LlamaPlan, ShapesFollowTheConfigAndNeIsTheirReverse) {
   TempDir temp;
   const auto p = plan_model(write_model(temp, "tiny-llama", llama_spec()));
