@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "encode/dequant.h"
+#include "read/dequant.h"
 #include "encode/row_encoder.h"
-#include "encode/mlx_quantize.h"
+#include "read/mlx_quantize.h"
 #include "llama_oracle.h"
 
 namespace mlx2gguf {

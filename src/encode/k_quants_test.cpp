@@ -16,7 +16,7 @@
 
 #include "oracle/llama_oracle.h"
 #include "util/half.h"
-#include "write/gguf_types.h"
+#include "gguf/gguf_types.h"
 
 namespace mlx2gguf {
 namespace {

@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 
 #include "encode/block_quants.h"
-#include "encode/dequant.h"
+#include "read/dequant.h"
 #include "util/error.h"
 #include "util/half.h"
 

@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "encode/mlx_quantize.h"
+#include "read/mlx_quantize.h"
 #include "llama_oracle.h"
 #include "util/half.h"
 

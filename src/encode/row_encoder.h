@@ -2,7 +2,7 @@
 // Float32 rows ↔ bytes of a GGUF tensor type: one entry point over every type mlx2gguf writes.
 #include <cstdint>
 
-#include "write/gguf_types.h"
+#include "gguf/gguf_types.h"
 
 namespace mlx2gguf {
 

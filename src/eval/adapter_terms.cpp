@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "encode/dequant.h"
+#include "read/dequant.h"
 #include "util/error.h"
 
 namespace mlx2gguf::ref {

@@ -13,8 +13,8 @@
 #include <set>
 #include <unistd.h>
 
-#include "encode/dequant.h"
-#include "encode/mlx_quantize.h"
+#include "read/dequant.h"
+#include "read/mlx_quantize.h"
 #include "gen/random.h"
 #include "gen/safetensors_writer.h"
 #include "gen/tiny_model.h"

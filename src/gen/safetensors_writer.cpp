@@ -2,7 +2,7 @@
 
 #include <fstream>
 
-#include "encode/mlx_quantize.h"
+#include "read/mlx_quantize.h"
 #include "util/error.h"
 
 namespace mlx2gguf::gen {

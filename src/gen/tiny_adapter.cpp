@@ -13,8 +13,8 @@
 #include <optional>
 #include <set>
 
-#include "encode/dequant.h"
-#include "encode/mlx_quantize.h"
+#include "read/dequant.h"
+#include "read/mlx_quantize.h"
 #include "gen/random.h"
 #include "read/quant_config.h"
 #include "read/safetensors.h"

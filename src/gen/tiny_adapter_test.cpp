@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "encode/dequant.h"
-#include "encode/mlx_quantize.h"
+#include "read/dequant.h"
+#include "read/mlx_quantize.h"
 #include "gen/gen_test_support.h"
 #include "gen/tiny_model.h"
 #include "gen/tiny_tokenizer.h"

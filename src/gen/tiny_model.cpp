@@ -8,7 +8,7 @@
 #include <fstream>
 #include <map>
 
-#include "encode/mlx_quantize.h"
+#include "read/mlx_quantize.h"
 #include "gen/random.h"
 #include "gen/safetensors_writer.h"
 #include "gen/tiny_tokenizer.h"

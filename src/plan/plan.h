@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "read/source_model.h"
-#include "write/gguf_types.h"
+#include "gguf/gguf_types.h"
 
 namespace mlx2gguf {
 

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "read/model_folder.h"
-#include "write/gguf_types.h"
+#include "gguf/gguf_types.h"
 
 namespace mlx2gguf {
 

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "encode/dequant.h"
+#include "read/dequant.h"
 #include "read/model_folder.h"
 #include "read/source_model.h"
 #include "util/error.h"

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "encode/mlx_quantize.h"
+#include "read/mlx_quantize.h"
 
 namespace mlx2gguf {
 

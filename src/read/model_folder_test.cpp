@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "encode/dequant.h"
+#include "read/dequant.h"
 #include "read/test_support.h"
 #include "util/error.h"
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "encode/dequant.h"
+#include "read/dequant.h"
 #include "read/test_support.h"
 #include "util/error.h"
 

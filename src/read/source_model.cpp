@@ -4,8 +4,8 @@
 
 #include <cstring>
 
-#include "encode/dequant.h"
-#include "encode/mlx_quantize.h"
+#include "read/dequant.h"
+#include "read/mlx_quantize.h"
 #include "util/error.h"
 
 namespace mlx2gguf {

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "write/gguf_types.h"
+#include "gguf/gguf_types.h"
 
 namespace mlx2gguf {
 

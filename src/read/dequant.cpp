@@ -1,4 +1,4 @@
-#include "encode/dequant.h"
+#include "read/dequant.h"
 
 #include <cmath>
 #include <cstring>

@@ -1,4 +1,4 @@
-#include "encode/mlx_quantize.h"
+#include "read/mlx_quantize.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "write/gguf_types.h"
+#include "gguf/gguf_types.h"
 
 #include <fmt/format.h>
 
