@@ -9,7 +9,7 @@ file(GLOB MLX2GGUF_E2E_TEST_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/
 set(MLX2GGUF_TEST_SOURCES ${MLX2GGUF_UNIT_TEST_SOURCES} ${MLX2GGUF_E2E_TEST_SOURCES})
 add_executable(mlx2gguf_tests ${MLX2GGUF_TEST_SOURCES})
 target_include_directories(mlx2gguf_tests PRIVATE ${CMAKE_SOURCE_DIR}/tests)
-target_link_libraries(mlx2gguf_tests PRIVATE mlx2gguf_core llama_oracle GTest::gtest GTest::gtest_main)
+target_link_libraries(mlx2gguf_tests PRIVATE mlx2gguf_testkit llama_oracle GTest::gtest GTest::gtest_main)
 target_compile_definitions(mlx2gguf_tests PRIVATE
   MLX2GGUF_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
   MLX2GGUF_BINARY="$<TARGET_FILE:mlx2gguf>"
@@ -19,8 +19,8 @@ gtest_discover_tests(mlx2gguf_tests DISCOVERY_TIMEOUT 120 PROPERTIES TIMEOUT 180
 
 # Runs a GGUF in the oracle's llama.cpp: used by the README example.
 add_executable(mlx2gguf-run-in-llama ${CMAKE_SOURCE_DIR}/tools/run_in_llama.cpp)
-target_link_libraries(mlx2gguf-run-in-llama PRIVATE mlx2gguf_core llama_oracle CLI11::CLI11)
+target_link_libraries(mlx2gguf-run-in-llama PRIVATE mlx2gguf_testkit llama_oracle CLI11::CLI11)
 
 # Speed benchmark (scripts/bench.sh): our encoders and repack against ggml's quantizer and `cat`.
 add_executable(mlx2gguf-bench ${CMAKE_SOURCE_DIR}/tools/bench.cpp)
-target_link_libraries(mlx2gguf-bench PRIVATE mlx2gguf_core llama_oracle CLI11::CLI11)
+target_link_libraries(mlx2gguf-bench PRIVATE mlx2gguf_testkit llama_oracle CLI11::CLI11)

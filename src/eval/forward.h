@@ -5,20 +5,19 @@
 #include <string>
 #include <vector>
 
+#include "arch/families.h"
 #include "eval/ops.h"
 #include "read/source_model.h"
 
 namespace mlx2gguf::ref {
 
-// llama, mistral (llama.py) and mixtral (mixtral.py). Returns logits [n_tokens][vocab].
-std::vector<float> llama_family_logits(const SourceModel& model, std::span<const int32_t> tokens);
+// Each family's forward pass (src/arch/<family>/reference.cpp), for every model type its mapping lists. Returns the
+// logits [n_tokens][vocab].
+#define MLX2GGUF_DECLARE_REFERENCE(family) \
+  std::vector<float> family##_reference(const SourceModel& model, std::span<const int32_t> tokens);
+MLX2GGUF_FAMILIES(MLX2GGUF_DECLARE_REFERENCE)
+#undef MLX2GGUF_DECLARE_REFERENCE
 
-// qwen3_5 and qwen3_5_moe (mlx-lm qwen3_5.py / qwen3_5_moe.py): gated full attention every
-// full_attention_interval-th layer, Gated DeltaNet linear attention elsewhere, dense or shared-expert MoE MLPs.
-std::vector<float> qwen3_5_logits(const SourceModel& model, std::span<const int32_t> tokens);
-// The rope of qwen3_5's full-attention layers from its text_config: rope_parameters (mlx-lm's default when
-// absent: theta 100000, partial_rotary_factor 0.25), or the top-level keys when rope_parameters is null/empty.
-Rope qwen3_5_rope(const nlohmann::json& text_config, int64_t head_dim);
 
 // The output projection: `lm_head` when the weights hold it, else the tied embedding table.
 Activations output_logits(const SourceModel& model, const Activations& x, const std::string& lm_head_name,

@@ -4,6 +4,7 @@
 
 #include "eval/adapter_terms.h"
 #include "eval/forward.h"
+#include "plan/architecture.h"
 #include "util/error.h"
 
 namespace mlx2gguf {
@@ -12,22 +13,15 @@ namespace {
 
 using Forward = std::vector<float> (*)(const SourceModel&, std::span<const int32_t>);
 
-struct Architecture {
-  const char* model_type;
-  Forward forward;
-};
-
-constexpr Architecture kArchitectures[] = {
-    {"llama", ref::llama_family_logits},
-    {"mistral", ref::llama_family_logits},
-    {"mixtral", ref::llama_family_logits},
-    {"qwen3_5", ref::qwen3_5_logits},
-    {"qwen3_5_moe", ref::qwen3_5_logits},
-};
-
-const Architecture* find_architecture(const std::string& model_type) {
-  for (const Architecture& arch : kArchitectures)
-    if (model_type == arch.model_type) return &arch;
+// The forward pass of the family whose mapping converts `model_type` (the model types each family covers are
+// listed once, with its mapping), or null.
+Forward find_forward(const std::string& model_type) {
+  const Family* family = find_family(model_type);
+  if (family == nullptr) return nullptr;
+#define MLX2GGUF_FORWARD_OF(family_name) \
+  if (family->name == #family_name) return ref::family_name##_reference;
+  MLX2GGUF_FAMILIES(MLX2GGUF_FORWARD_OF)
+#undef MLX2GGUF_FORWARD_OF
   return nullptr;
 }
 
@@ -35,11 +29,12 @@ const Architecture* find_architecture(const std::string& model_type) {
 
 std::vector<std::string> reference_model_types() {
   std::vector<std::string> types;
-  for (const Architecture& arch : kArchitectures) types.emplace_back(arch.model_type);
+  for (const std::string& type : supported_model_types())
+    if (find_forward(type) != nullptr) types.push_back(type);
   return types;
 }
 
-bool reference_supports(const std::string& model_type) { return find_architecture(model_type) != nullptr; }
+bool reference_supports(const std::string& model_type) { return find_forward(model_type) != nullptr; }
 
 std::vector<float> reference_logits(const SourceModel& model, const std::vector<int32_t>& tokens,
                                     const Adapter* adapter) {
@@ -48,14 +43,14 @@ std::vector<float> reference_logits(const SourceModel& model, const std::vector<
   const std::string model_type = top.contains("model_type") && top["model_type"].is_string()
                                      ? top["model_type"].get<std::string>()
                                      : model.folder().model_type();
-  const Architecture* arch = find_architecture(model_type);
-  if (arch == nullptr)
+  const Forward forward = find_forward(model_type);
+  if (forward == nullptr)
     fail("the reference forward pass does not implement model_type '{}' (implemented: {})", model_type,
          fmt::join(reference_model_types(), ", "));
   if (tokens.empty()) fail("the reference forward pass needs at least one token");
-  if (adapter == nullptr) return arch->forward(model, tokens);
+  if (adapter == nullptr) return forward(model, tokens);
   ref::AdapterScope scope(*adapter);
-  std::vector<float> logits = arch->forward(model, tokens);
+  std::vector<float> logits = forward(model, tokens);
   scope.check_all_applied();
   return logits;
 }

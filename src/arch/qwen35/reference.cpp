@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "arch/qwen35/reference.h"
 #include "eval/forward.h"
 #include "read/model_folder.h"
 #include "util/error.h"
@@ -266,7 +267,7 @@ Rope qwen3_5_rope(const nlohmann::json& c, int64_t head_dim) {
   return rope_from_scaling(dims, theta, false, scaling);
 }
 
-std::vector<float> qwen3_5_logits(const SourceModel& model, std::span<const int32_t> tokens) {
+std::vector<float> qwen35_reference(const SourceModel& model, std::span<const int32_t> tokens) {
   const QwenParams p = read_params(model);
   const std::string embed_name = p.prefix + "embed_tokens.weight";
   const SourceTensor& table = model.require(embed_name);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "arch/qwen35/reference.h"
 #include "eval/eval_test_support.h"
 #include "eval/forward.h"
 #include "eval/reference.h"

@@ -1,4 +1,4 @@
-// llama / mistral (mlx-lm llama.py) and mixtral (mixtral.py): pre-norm decoder blocks with rotary GQA attention
+// Reference forward pass of the llama family: llama / mistral (mlx-lm llama.py) and mixtral (mixtral.py): pre-norm decoder blocks with rotary GQA attention
 // and a SwiGLU MLP, or a top-k mixture of SwiGLU experts for mixtral.
 #include <fmt/format.h>
 
@@ -131,7 +131,7 @@ Activations moe_block(const SourceModel& model, const LlamaParams& p, const std:
 
 }  // namespace
 
-std::vector<float> llama_family_logits(const SourceModel& model, std::span<const int32_t> tokens) {
+std::vector<float> llama_reference(const SourceModel& model, std::span<const int32_t> tokens) {
   const LlamaParams p = read_params(model);
   const SourceTensor& table = model.require("model.embed_tokens.weight");
   if (table.shape().size() != 2 || table.row_length() != p.hidden)

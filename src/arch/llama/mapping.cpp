@@ -1,4 +1,4 @@
-// llama.cpp architecture "llama": model_type llama and mistral (dense SwiGLU) and mixtral (MoE).
+// GGUF mapping of the llama family, llama.cpp architecture "llama": model_type llama and mistral (dense SwiGLU) and mixtral (MoE).
 //
 //   MLX (mlx-lm)                                              GGUF
 //   model.embed_tokens.weight                                 token_embd.weight
@@ -165,9 +165,9 @@ void describe_llama(PlanBuilder& b) {
 
 }  // namespace
 
-const Architecture& llama_architecture() {
-  static const Architecture arch{"llama", {"llama", "mistral", "mixtral"}, describe_llama};
-  return arch;
+const Family& llama_family() {
+  static const Family family{"llama", {{"llama", {"llama", "mistral", "mixtral"}, describe_llama}}};
+  return family;
 }
 
 }  // namespace mlx2gguf

@@ -1,5 +1,5 @@
-// End-to-end checks of reference_logits on small hand-written model folders, against a deliberately plain
-// double-precision forward pass written out in this file.
+// The llama family's reference forward pass (llama, mistral, mixtral) on small hand-written model folders, against a
+// deliberately plain double-precision forward pass written out in this file.
 #include "eval/reference.h"
 
 #include <gtest/gtest.h>

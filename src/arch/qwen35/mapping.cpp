@@ -1,4 +1,4 @@
-// llama.cpp architectures "qwen35moe" and "qwen35": Qwen3.5 / Qwen3.6 (model_type qwen3_5_moe, qwen3_5), from
+// GGUF mapping of the Qwen3.5 family, llama.cpp architectures "qwen35moe" and "qwen35": Qwen3.5 / Qwen3.6 (model_type qwen3_5_moe, qwen3_5), from
 // mlx-lm folders (language_model.model.*) and from raw Hugging Face folders (model.language_model.*).
 //
 //   source (after the prefix)                    GGUF                         transform
@@ -257,14 +257,11 @@ void describe_qwen35(PlanBuilder& b) {
 
 }  // namespace
 
-const Architecture& qwen35moe_architecture() {
-  static const Architecture arch{"qwen35moe", {"qwen3_5_moe", "qwen3_5_moe_text"}, describe_qwen35};
-  return arch;
-}
-
-const Architecture& qwen35_architecture() {
-  static const Architecture arch{"qwen35", {"qwen3_5", "qwen3_5_text"}, describe_qwen35};
-  return arch;
+const Family& qwen35_family() {
+  static const Family family{"qwen35",
+                             {{"qwen35moe", {"qwen3_5_moe", "qwen3_5_moe_text"}, describe_qwen35},
+                              {"qwen35", {"qwen3_5", "qwen3_5_text"}, describe_qwen35}}};
+  return family;
 }
 
 }  // namespace mlx2gguf
