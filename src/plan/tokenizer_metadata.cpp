@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "util/error.h"
+#include "util/warn.h"
 
 namespace mlx2gguf {
 
@@ -24,8 +25,6 @@ namespace {
 
 // llama.cpp token types (tokenizer.ggml.token_type); SentencePiece uses the same numbering for its pieces.
 enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
-
-void warn(const std::string& message) { fmt::print(stderr, "mlx2gguf: warning: {}\n", message); }
 
 std::optional<json> load_json(const fs::path& dir, const std::string& name) {
   const fs::path path = dir / name;

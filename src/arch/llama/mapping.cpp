@@ -17,6 +17,7 @@
 #include "plan/architecture.h"
 #include "plan/permutations.h"
 #include "util/error.h"
+#include "util/warn.h"
 
 namespace mlx2gguf {
 
@@ -24,6 +25,7 @@ namespace {
 
 struct LlamaDims {
   int64_t n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_vocab, n_expert;
+  bool permute_rope;  // mlx-lm's half-split rope → llama.cpp's adjacent pairs; not when rope_traditional
 };
 
 std::string layer(int64_t i, const std::string& name) { return fmt::format("model.layers.{}.{}", i, name); }
@@ -53,11 +55,17 @@ std::vector<float> llama3_rope_factors(const nlohmann::json& scaling, double bas
   return factors;
 }
 
-void describe_rope(PlanBuilder& b, const LlamaDims& d) {
-  const double base = b.cfg_float("rope_theta", 10000.0);
+void describe_rope(PlanBuilder& b, const LlamaDims& d, bool is_moe) {
+  // mlx-lm's defaults when config.json has no rope_theta: mixtral.py 1e6, llama.py 10000.
+  const double base = b.cfg_float("rope_theta", is_moe ? 1e6 : 10000.0);
   b.kv_f32("rope.freq_base", base);
   const auto& cfg = b.config();
   if (!cfg.contains("rope_scaling") || cfg["rope_scaling"].is_null()) return;
+  if (is_moe) {
+    // mixtral.py builds a plain RoPE: a rope_scaling entry changes nothing in mlx-lm, so nothing is written.
+    warn(fmt::format("config.json rope_scaling {} is ignored, as mlx-lm's mixtral ignores it", cfg["rope_scaling"].dump()));
+    return;
+  }
   const auto& scaling = cfg["rope_scaling"];
   const std::string type = scaling.value("rope_type", scaling.value("type", std::string("default")));
   if (type == "default") return;
@@ -75,8 +83,8 @@ void describe_rope(PlanBuilder& b, const LlamaDims& d) {
 
 void describe_attention(PlanBuilder& b, int64_t i, const LlamaDims& d) {
   const int64_t q_rows = d.n_head * d.head_dim, kv_rows = d.n_head_kv * d.head_dim;
-  const IndexMap q_pairs = rope_halves_to_pairs(d.n_head, d.head_dim);
-  const IndexMap k_pairs = rope_halves_to_pairs(d.n_head_kv, d.head_dim);
+  const IndexMap q_pairs = d.permute_rope ? rope_halves_to_pairs(d.n_head, d.head_dim) : IndexMap{};
+  const IndexMap k_pairs = d.permute_rope ? rope_halves_to_pairs(d.n_head_kv, d.head_dim) : IndexMap{};
 
   b.map(blk(i, "attn_norm.weight"), layer(i, "input_layernorm.weight"), {d.n_embd});
   b.map(blk(i, "attn_q.weight"), layer(i, "self_attn.q_proj.weight"), {q_rows, d.n_embd}).row_map = q_pairs;
@@ -122,13 +130,45 @@ void describe_moe(PlanBuilder& b, int64_t i, const LlamaDims& d) {
   }
 }
 
+// llama.cpp's llama architecture has no sliding-window attention: a model whose layers mlx-lm runs with a window
+// cannot be written for it. mlx-lm's llama.py windows exactly the layers layer_types marks "sliding_attention";
+// a bare sliding_window (Mistral 7B v0.1) changes nothing there.
+void check_attention_layers(const PlanBuilder& b, int64_t n_layer, bool is_moe) {
+  const auto& cfg = b.config();
+  const bool has_window = cfg.contains("sliding_window") && !cfg["sliding_window"].is_null();
+  const bool has_types = cfg.contains("layer_types") && !cfg["layer_types"].is_null();
+  if (has_types && !is_moe) {
+    const auto& types = cfg["layer_types"];
+    if (!types.is_array() || static_cast<int64_t>(types.size()) != n_layer)
+      fail("config.json: layer_types must list the {} layers' attention types", n_layer);
+    for (size_t i = 0; i < types.size(); ++i) {
+      const std::string type = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
+      if (type == "full_attention") continue;
+      if (type == "sliding_attention")
+        fail("config.json: layer {} uses sliding-window attention (layer_types, sliding_window {}), which llama.cpp's "
+             "llama architecture cannot express: the file would attend to the whole context there",
+             i, has_window ? cfg["sliding_window"].dump() : "unset");
+      fail("config.json: layer_types[{}] is '{}', which mlx-lm's llama model does not know", i, type);
+    }
+    return;
+  }
+  if (has_window)
+    warn(fmt::format("config.json sliding_window {} is ignored, as mlx-lm ignores it without sliding layers in "
+                     "layer_types: every layer attends to the whole context",
+                     cfg["sliding_window"].dump()));
+}
+
 void describe_llama(PlanBuilder& b) {
   const bool is_moe = b.model().folder().model_type() == "mixtral";
   LlamaDims d{};
   d.n_embd = b.cfg_int("hidden_size");
   d.n_layer = b.cfg_int("num_hidden_layers");
   d.n_head = b.cfg_int("num_attention_heads");
-  d.n_head_kv = b.cfg_int("num_key_value_heads", d.n_head);
+  // mixtral.py defaults a missing num_key_value_heads to 8, llama.py to the query heads.
+  const bool kv_missing = !b.config().contains("num_key_value_heads");
+  d.n_head_kv = b.cfg_int("num_key_value_heads", is_moe && kv_missing ? 8 : d.n_head);
+  d.permute_rope = !b.cfg_bool("rope_traditional", false);
+  check_attention_layers(b, d.n_layer, is_moe);
   // mlx-lm's mixtral ignores a head_dim key; llama/mistral honour it.
   d.head_dim = is_moe ? d.n_embd / d.n_head : b.cfg_int("head_dim", d.n_embd / d.n_head);
   d.n_ff = b.cfg_int("intermediate_size");
@@ -150,7 +190,7 @@ void describe_llama(PlanBuilder& b) {
     b.kv_u32("expert_count", d.n_expert);
     b.kv_u32("expert_used_count", b.cfg_int("num_experts_per_tok"));
   }
-  describe_rope(b, d);
+  describe_rope(b, d, is_moe);
 
   b.map("token_embd.weight", "model.embed_tokens.weight", {d.n_vocab, d.n_embd});
   for (int64_t i = 0; i < d.n_layer; ++i) {
