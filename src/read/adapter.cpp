@@ -295,7 +295,9 @@ std::unique_ptr<Adapter> Adapter::open(const AdapterLocation& location, const So
     const SourceTensor* target = base.find(module + ".weight");
     if (target == nullptr)
       fail("adapter module '{}' in '{}' has no base tensor '{}.weight' in '{}': was the adapter trained on another "
-           "model?",
+           "model? (Adapter names are mlx-lm module paths: for a Hugging Face folder whose names mlx-lm rewrites when "
+           "it loads it, such as stacked experts or Qwen3.5's language_model prefix, give the folder mlx_lm.convert "
+           "makes of it.)",
            module, file.string(), module, base.folder().dir().string());
     adapter->modules_.push_back(bind_module(module, tensors, *target, adapter->scale_, file));
   }
