@@ -24,6 +24,7 @@ using mlx2gguf::gen::TinyAdapterSpec;
 //   dora        DoRA on every Linear (mlx-lm refuses DoRA on experts)
 //   full        full fine-tune of the last block
 //   lora-embed  (llama) LoRA on q/k projections, the embedding table and the output head
+//   lora-tied-embed, dora-tied-embed  (mistral, tied) LoRA / DoRA on q_proj and the embedding that is also the head
 TinyAdapterSpec tune_spec(const std::string& model, const std::string& tune) {
   TinyAdapterSpec spec;
   spec.seed = 31;
@@ -35,6 +36,11 @@ TinyAdapterSpec tune_spec(const std::string& model, const std::string& tune) {
   }
   if (tune == "lora-embed") {
     spec.keys = {"self_attn.q_proj", "self_attn.k_proj", "model.embed_tokens", "lm_head"};
+    return spec;
+  }
+  if (tune == "lora-tied-embed" || tune == "dora-tied-embed") {  // the embedding is also the output head
+    spec.keys = {"self_attn.q_proj", "model.embed_tokens"};
+    if (tune == "dora-tied-embed") spec.fine_tune_type = "dora";
     return spec;
   }
   if (tune == "dora") {
@@ -101,6 +107,8 @@ std::vector<MergeCase> merge_cases() {
       cases.push_back({{model, variant, "dora"}, "auto"});
     }
   for (const char* type : {"f32", "auto"}) cases.push_back({{"llama", "q4g64", "lora-embed"}, type});
+  cases.push_back({{"mistral", "bf16", "lora-tied-embed"}, "f32"});
+  cases.push_back({{"mistral", "bf16", "dora-tied-embed"}, "f32"});
   cases.push_back({{"llama", "mxfp4", "lora"}, "auto"});
   return cases;
 }
