@@ -66,6 +66,14 @@ class BadInput : public testing::Test {
     write(path, bytes);
   }
 
+  // Sets config.json's `key` (inside the object `section` when given).
+  static void set_config(const fs::path& folder, const std::string& key, const nlohmann::json& value,
+                         const std::string& section = "") {
+    nlohmann::json config = nlohmann::json::parse(read(folder / "config.json"));
+    (section.empty() ? config : config[section])[key] = value;
+    write(folder / "config.json", config.dump(4));
+  }
+
   fs::path dir_;
 };
 
@@ -130,6 +138,29 @@ TEST_F(BadInput, ShapeDisagreeingWithConfigNamesTheTensor) {
   const auto message = convert_fails(folder);
   EXPECT_NE(message.find("model.layers.0.mlp.gate_proj.weight"), std::string::npos) << message;
   EXPECT_NE(message.find("config.json"), std::string::npos) << message;
+}
+
+TEST_F(BadInput, ZeroOrAbsurdHeadCountsAreNamed) {
+  for (const int64_t heads : {0, 100000000, -2}) {
+    SCOPED_TRACE(heads);
+    fs::remove_all(dir_ / "model");
+    const auto folder = model();
+    set_config(folder, "num_attention_heads", heads);
+    const auto message = convert_fails(folder);
+    EXPECT_NE(message.find(fmt::format("'num_attention_heads' is {}", heads)), std::string::npos) << message;
+  }
+}
+
+TEST_F(BadInput, ZeroFullAttentionIntervalIsNamed) {
+  mlx2gguf::gen::TinyModelSpec spec;
+  spec.model_type = "qwen3_5";
+  spec.hidden = 64;
+  spec.intermediate = 64;
+  const fs::path folder = dir_ / "qwen";
+  fs::copy(e2e::cached_model("bad-input-qwen35", spec), folder, fs::copy_options::recursive);
+  set_config(folder, "full_attention_interval", 0, "text_config");
+  const auto message = convert_fails(folder);
+  EXPECT_NE(message.find("'full_attention_interval' is 0"), std::string::npos) << message;
 }
 
 TEST_F(BadInput, MissingTokenizerIsNamed) {

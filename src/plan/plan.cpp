@@ -97,6 +97,23 @@ int64_t PlanBuilder::cfg_int(const std::string& key) const { return config_value
 int64_t PlanBuilder::cfg_int(const std::string& key, int64_t fallback) const {
   return config_value<int64_t>(config(), key, fallback);
 }
+namespace {
+
+constexpr int64_t kMaxCount = int64_t{1} << 24;
+
+int64_t checked_count(const std::string& key, int64_t value) {
+  if (value < 1 || value > kMaxCount)
+    fail("config.json: '{}' is {}, but it must be a count between 1 and {}", key, value, kMaxCount);
+  return value;
+}
+
+}  // namespace
+
+int64_t PlanBuilder::cfg_count(const std::string& key) const { return checked_count(key, cfg_int(key)); }
+int64_t PlanBuilder::cfg_count(const std::string& key, int64_t fallback) const {
+  return checked_count(key, cfg_int(key, fallback));
+}
+
 double PlanBuilder::cfg_float(const std::string& key) const { return config_value<double>(config(), key); }
 double PlanBuilder::cfg_float(const std::string& key, double fallback) const {
   return config_value<double>(config(), key, fallback);

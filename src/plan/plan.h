@@ -89,6 +89,10 @@ class PlanBuilder {
   // Hyper-parameter helpers: read from the config (clear error when missing), write GGUF keys.
   int64_t cfg_int(const std::string& key) const;
   int64_t cfg_int(const std::string& key, int64_t fallback) const;
+  // A size or count of the model's structure (widths, heads, layers, experts): an error unless 1 ≤ value ≤ 2^24, so
+  // that no zero divides and no absurd value sizes an allocation.
+  int64_t cfg_count(const std::string& key) const;
+  int64_t cfg_count(const std::string& key, int64_t fallback) const;
   double cfg_float(const std::string& key) const;
   double cfg_float(const std::string& key, double fallback) const;
   bool cfg_bool(const std::string& key, bool fallback) const;

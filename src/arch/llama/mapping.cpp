@@ -83,19 +83,22 @@ void describe_rope(PlanBuilder& b, const LlamaDims& d, bool is_moe) {
 
 void describe_attention(PlanBuilder& b, int64_t i, const LlamaDims& d) {
   const int64_t q_rows = d.n_head * d.head_dim, kv_rows = d.n_head_kv * d.head_dim;
-  const IndexMap q_pairs = d.permute_rope ? rope_halves_to_pairs(d.n_head, d.head_dim) : IndexMap{};
-  const IndexMap k_pairs = d.permute_rope ? rope_halves_to_pairs(d.n_head_kv, d.head_dim) : IndexMap{};
-
   b.map(blk(i, "attn_norm.weight"), layer(i, "input_layernorm.weight"), {d.n_embd});
-  b.map(blk(i, "attn_q.weight"), layer(i, "self_attn.q_proj.weight"), {q_rows, d.n_embd}).row_map = q_pairs;
-  b.map(blk(i, "attn_k.weight"), layer(i, "self_attn.k_proj.weight"), {kv_rows, d.n_embd}).row_map = k_pairs;
+  auto& q = b.map(blk(i, "attn_q.weight"), layer(i, "self_attn.q_proj.weight"), {q_rows, d.n_embd});
+  auto& k = b.map(blk(i, "attn_k.weight"), layer(i, "self_attn.k_proj.weight"), {kv_rows, d.n_embd});
   b.map(blk(i, "attn_v.weight"), layer(i, "self_attn.v_proj.weight"), {kv_rows, d.n_embd});
   b.map(blk(i, "attn_output.weight"), layer(i, "self_attn.o_proj.weight"), {d.n_embd, q_rows});
-  if (auto* bias = b.map_optional(blk(i, "attn_q.bias"), layer(i, "self_attn.q_proj.bias"), {q_rows})) bias->column_map = q_pairs;
-  if (auto* bias = b.map_optional(blk(i, "attn_k.bias"), layer(i, "self_attn.k_proj.bias"), {kv_rows})) bias->column_map = k_pairs;
+  auto* q_bias = b.map_optional(blk(i, "attn_q.bias"), layer(i, "self_attn.q_proj.bias"), {q_rows});
+  auto* k_bias = b.map_optional(blk(i, "attn_k.bias"), layer(i, "self_attn.k_proj.bias"), {kv_rows});
   b.map_optional(blk(i, "attn_v.bias"), layer(i, "self_attn.v_proj.bias"), {kv_rows});
   b.map_optional(blk(i, "attn_output.bias"), layer(i, "self_attn.o_proj.bias"), {d.n_embd});
   b.map(blk(i, "ffn_norm.weight"), layer(i, "post_attention_layernorm.weight"), {d.n_embd});
+  if (!d.permute_rope) return;
+  // The maps are built once the tensors have confirmed the sizes config.json claims.
+  q.row_map = rope_halves_to_pairs(d.n_head, d.head_dim);
+  k.row_map = rope_halves_to_pairs(d.n_head_kv, d.head_dim);
+  if (q_bias) q_bias->column_map = q.row_map;
+  if (k_bias) k_bias->column_map = k.row_map;
 }
 
 void describe_dense_mlp(PlanBuilder& b, int64_t i, const LlamaDims& d) {
@@ -124,8 +127,10 @@ void describe_moe(PlanBuilder& b, int64_t i, const LlamaDims& d) {
       continue;
     }
     std::vector<std::string> per_expert;
-    for (int64_t x = 0; x < d.n_expert; ++x)
+    for (int64_t x = 0; x < d.n_expert; ++x) {
       per_expert.push_back(layer(i, fmt::format("block_sparse_moe.experts.{}.{}.weight", x, e.legacy)));
+      if (!b.has(per_expert.back())) b.map(blk(i, e.gguf), stacked, {});  // neither layout: names the missing tensor
+    }
     b.stack(blk(i, e.gguf), per_expert, {e.out, e.in});
   }
 }
@@ -161,18 +166,18 @@ void check_attention_layers(const PlanBuilder& b, int64_t n_layer, bool is_moe) 
 void describe_llama(PlanBuilder& b) {
   const bool is_moe = b.model().folder().model_type() == "mixtral";
   LlamaDims d{};
-  d.n_embd = b.cfg_int("hidden_size");
-  d.n_layer = b.cfg_int("num_hidden_layers");
-  d.n_head = b.cfg_int("num_attention_heads");
+  d.n_embd = b.cfg_count("hidden_size");
+  d.n_layer = b.cfg_count("num_hidden_layers");
+  d.n_head = b.cfg_count("num_attention_heads");
   // mixtral.py defaults a missing num_key_value_heads to 8, llama.py to the query heads.
   const bool kv_missing = !b.config().contains("num_key_value_heads");
-  d.n_head_kv = b.cfg_int("num_key_value_heads", is_moe && kv_missing ? 8 : d.n_head);
+  d.n_head_kv = b.cfg_count("num_key_value_heads", is_moe && kv_missing ? 8 : d.n_head);
   d.permute_rope = !b.cfg_bool("rope_traditional", false);
   check_attention_layers(b, d.n_layer, is_moe);
   // mlx-lm's mixtral ignores a head_dim key; llama/mistral honour it.
-  d.head_dim = is_moe ? d.n_embd / d.n_head : b.cfg_int("head_dim", d.n_embd / d.n_head);
-  d.n_ff = b.cfg_int("intermediate_size");
-  d.n_expert = is_moe ? b.cfg_int("num_local_experts") : 0;
+  d.head_dim = is_moe ? d.n_embd / d.n_head : b.cfg_count("head_dim", d.n_embd / d.n_head);
+  d.n_ff = b.cfg_count("intermediate_size");
+  d.n_expert = is_moe ? b.cfg_count("num_local_experts") : 0;
   d.n_vocab = b.model().require("model.embed_tokens.weight").shape().at(0);
 
   b.kv_u32("context_length", b.cfg_int("max_position_embeddings", 4096));
@@ -188,7 +193,9 @@ void describe_llama(PlanBuilder& b) {
   b.kv_u32("vocab_size", d.n_vocab);
   if (is_moe) {
     b.kv_u32("expert_count", d.n_expert);
-    b.kv_u32("expert_used_count", b.cfg_int("num_experts_per_tok"));
+    const int64_t used = b.cfg_count("num_experts_per_tok");
+    if (used > d.n_expert) fail("config.json: num_experts_per_tok {} exceeds num_local_experts {}", used, d.n_expert);
+    b.kv_u32("expert_used_count", used);
   }
   describe_rope(b, d, is_moe);
 

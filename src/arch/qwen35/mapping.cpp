@@ -117,7 +117,9 @@ void describe_hparams(PlanBuilder& b, const Qwen35Dims& d) {
   b.metadata().set(b.arch() + ".rope.dimension_sections", GgufValue::i32_array(sections));
   if (d.n_expert > 0) {
     b.kv_u32("expert_count", d.n_expert);
-    b.kv_u32("expert_used_count", b.cfg_int("num_experts_per_tok"));
+    const int64_t used = b.cfg_count("num_experts_per_tok");
+    if (used > d.n_expert) fail("config.json: num_experts_per_tok {} exceeds num_experts {}", used, d.n_expert);
+    b.kv_u32("expert_used_count", used);
     b.kv_u32("expert_feed_forward_length", d.n_ff_exp);
     b.kv_u32("expert_shared_feed_forward_length", d.n_ff_shexp);
   }
@@ -144,12 +146,14 @@ void describe_full_attention(PlanBuilder& b, const Qwen35Names& n, int64_t i, co
 }
 
 void describe_delta_net(PlanBuilder& b, const Qwen35Names& n, int64_t i, const Qwen35Dims& d) {
+  auto& qkv = b.map(blk(i, "attn_qkv.weight"), n.layer(i, "linear_attn.in_proj_qkv.weight"), {d.conv_dim(), d.n_embd});
+  auto& gate = b.map(blk(i, "attn_gate.weight"), n.layer(i, "linear_attn.in_proj_z.weight"), {d.value_dim(), d.n_embd});
+  // Built once the tensors have confirmed the sizes config.json claims.
   const IndexMap v_heads = grouped_to_tiled_heads(d.n_k_heads, d.n_v_heads, d.v_head_dim);
   const IndexMap v_scalars = grouped_to_tiled_heads(d.n_k_heads, d.n_v_heads, 1);
   const IndexMap qkv_channels = with_identity_prefix(2 * d.key_dim(), v_heads);
-
-  b.map(blk(i, "attn_qkv.weight"), n.layer(i, "linear_attn.in_proj_qkv.weight"), {d.conv_dim(), d.n_embd}).row_map = qkv_channels;
-  b.map(blk(i, "attn_gate.weight"), n.layer(i, "linear_attn.in_proj_z.weight"), {d.value_dim(), d.n_embd}).row_map = v_heads;
+  qkv.row_map = qkv_channels;
+  gate.row_map = v_heads;
   b.map(blk(i, "ssm_beta.weight"), n.layer(i, "linear_attn.in_proj_b.weight"), {d.n_v_heads, d.n_embd}).row_map = v_scalars;
   b.map(blk(i, "ssm_alpha.weight"), n.layer(i, "linear_attn.in_proj_a.weight"), {d.n_v_heads, d.n_embd}).row_map = v_scalars;
 
@@ -209,21 +213,21 @@ void describe_dense_mlp(PlanBuilder& b, const Qwen35Names& n, int64_t i, const Q
 void describe_qwen35(PlanBuilder& b) {
   const Qwen35Names n = find_names(b);
   Qwen35Dims d{};
-  d.n_embd = b.cfg_int("hidden_size");
-  d.n_layer = b.cfg_int("num_hidden_layers");
-  d.n_head = b.cfg_int("num_attention_heads");
-  d.n_head_kv = b.cfg_int("num_key_value_heads", d.n_head);
-  d.head_dim = b.cfg_int("head_dim", d.n_embd / d.n_head);
-  d.n_k_heads = b.cfg_int("linear_num_key_heads");
-  d.n_v_heads = b.cfg_int("linear_num_value_heads");
-  d.k_head_dim = b.cfg_int("linear_key_head_dim");
-  d.v_head_dim = b.cfg_int("linear_value_head_dim");
-  d.conv_kernel = b.cfg_int("linear_conv_kernel_dim", 4);
-  d.interval = b.cfg_int("full_attention_interval", 4);
-  d.n_expert = b.cfg_int("num_experts", 0);
-  d.n_ff_exp = d.n_expert ? b.cfg_int("moe_intermediate_size") : 0;
-  d.n_ff_shexp = d.n_expert ? b.cfg_int("shared_expert_intermediate_size") : 0;
-  d.n_ff = d.n_expert ? 0 : b.cfg_int("intermediate_size");
+  d.n_embd = b.cfg_count("hidden_size");
+  d.n_layer = b.cfg_count("num_hidden_layers");
+  d.n_head = b.cfg_count("num_attention_heads");
+  d.n_head_kv = b.cfg_count("num_key_value_heads", d.n_head);
+  d.head_dim = b.cfg_count("head_dim", d.n_embd / d.n_head);
+  d.n_k_heads = b.cfg_count("linear_num_key_heads");
+  d.n_v_heads = b.cfg_count("linear_num_value_heads");
+  d.k_head_dim = b.cfg_count("linear_key_head_dim");
+  d.v_head_dim = b.cfg_count("linear_value_head_dim");
+  d.conv_kernel = b.cfg_count("linear_conv_kernel_dim", 4);
+  d.interval = b.cfg_count("full_attention_interval", 4);
+  d.n_expert = b.config().contains("num_experts") && b.cfg_int("num_experts", 0) != 0 ? b.cfg_count("num_experts") : 0;
+  d.n_ff_exp = d.n_expert ? b.cfg_count("moe_intermediate_size") : 0;
+  d.n_ff_shexp = d.n_expert ? b.cfg_count("shared_expert_intermediate_size") : 0;
+  d.n_ff = d.n_expert ? 0 : b.cfg_count("intermediate_size");
   d.n_vocab = b.model().require(n.model("embed_tokens.weight")).shape().at(0);
   if (d.n_k_heads <= 0 || d.n_v_heads % d.n_k_heads != 0)
     fail("config.json: linear_num_value_heads {} is not a multiple of linear_num_key_heads {}", d.n_v_heads, d.n_k_heads);
