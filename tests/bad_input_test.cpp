@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 
 #include "e2e_support.h"
@@ -161,6 +162,49 @@ TEST_F(BadInput, ZeroFullAttentionIntervalIsNamed) {
   set_config(folder, "full_attention_interval", 0, "text_config");
   const auto message = convert_fails(folder);
   EXPECT_NE(message.find("'full_attention_interval' is 0"), std::string::npos) << message;
+}
+
+// A few hundred thousand '[' used to overflow the stack of the JSON parser.
+TEST_F(BadInput, DeeplyNestedJsonIsRefusedNamingTheFile) {
+  const std::string deep = std::string(300000, '[') + std::string(300000, ']');
+  {
+    const auto folder = model();
+    std::string config = read(folder / "config.json");
+    config.insert(config.find('{') + 1, "\"junk\": " + deep + ",");
+    write(folder / "config.json", config);
+    const auto message = convert_fails(folder);
+    EXPECT_NE(message.find("config.json"), std::string::npos) << message;
+    EXPECT_NE(message.find("levels deep"), std::string::npos) << message;
+  }
+  {
+    fs::remove_all(dir_ / "model");
+    const auto folder = model();
+    std::string tokenizer = read(folder / "tokenizer.json");
+    tokenizer.insert(tokenizer.find('{') + 1, "\"junk\": " + deep + ",");
+    write(folder / "tokenizer.json", tokenizer);
+    const auto message = convert_fails(folder);
+    EXPECT_NE(message.find("tokenizer.json"), std::string::npos) << message;
+    EXPECT_NE(message.find("levels deep"), std::string::npos) << message;
+  }
+  {
+    // A safetensors header whose __metadata__ nests deeply: the length prefix is rewritten to match.
+    fs::remove_all(dir_ / "model");
+    const auto folder = model();
+    const fs::path path = folder / "model.safetensors";
+    std::string bytes = read(path);
+    uint64_t length = 0;
+    std::memcpy(&length, bytes.data(), 8);
+    std::string header = bytes.substr(8, length);
+    const std::string tail = bytes.substr(8 + length);
+    header.insert(1, "\"junk\": " + deep + ",");
+    length = header.size();
+    std::string rewritten(8, '\0');
+    std::memcpy(rewritten.data(), &length, 8);
+    write(path, rewritten + header + tail);
+    const auto message = convert_fails(folder);
+    EXPECT_NE(message.find("safetensors header"), std::string::npos) << message;
+    EXPECT_NE(message.find("levels deep"), std::string::npos) << message;
+  }
 }
 
 TEST_F(BadInput, MissingTokenizerIsNamed) {

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "read/json_input.h"
 #include "util/error.h"
 #include "util/warn.h"
 
@@ -29,13 +30,7 @@ enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined
 std::optional<json> load_json(const fs::path& dir, const std::string& name) {
   const fs::path path = dir / name;
   if (!fs::is_regular_file(path)) return std::nullopt;
-  std::ifstream in(path);
-  if (!in) fail("cannot read '{}'", path.string());
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail("'{}' is not valid JSON: {}", path.string(), e.what());
-  }
+  return read_json_file(path);
 }
 
 std::optional<std::string> load_text(const fs::path& path) {

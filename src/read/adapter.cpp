@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "read/dequant.h"
+#include "read/json_input.h"
 #include "read/model_folder.h"
 #include "read/source_model.h"
 #include "util/error.h"

@@ -4,21 +4,12 @@
 #include <fstream>
 #include <set>
 
+#include "read/json_input.h"
 #include "util/error.h"
 
 namespace mlx2gguf {
 
 namespace fs = std::filesystem;
-
-nlohmann::json read_json_file(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) fail("cannot read '{}'", path.string());
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("'{}' is not valid JSON: {}", path.string(), e.what());
-  }
-}
 
 namespace {
 

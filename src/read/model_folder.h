@@ -41,9 +41,6 @@ class ModelFolder {
   std::map<std::string, StoredTensor> tensors_;
 };
 
-// Parses a JSON file; a missing file or invalid JSON is an error naming the file.
-nlohmann::json read_json_file(const std::filesystem::path& path);
-
 // Reads a hyper-parameter, with a clear error naming config.json when it is missing or of the wrong kind.
 template <typename T>
 T config_value(const nlohmann::json& config, const std::string& key);

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "read/json_input.h"
 #include "util/error.h"
 
 namespace mlx2gguf {
@@ -71,12 +72,8 @@ void SafetensorsFile::parse() {
     fail("'{}' is truncated: header claims {} bytes but the file has only {} after the length field", file, header_len,
          bytes.size() - 8);
   const char* header_begin = reinterpret_cast<const char*>(bytes.data() + 8);
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(header_begin, header_begin + header_len);
-  } catch (const nlohmann::json::exception& e) {
-    fail("'{}': safetensors header is not valid JSON ({})", file, e.what());
-  }
+  const nlohmann::json header =
+      parse_json_text(std::string_view(header_begin, header_len), fmt::format("the safetensors header of '{}'", file));
   if (!header.is_object()) fail("'{}': safetensors header is not a JSON object", file);
 
   const uint64_t data_begin = 8 + header_len;
