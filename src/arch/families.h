@@ -8,4 +8,6 @@
 // The reference and the builders never call the mapping: each is a separate reading of the model.
 #define MLX2GGUF_FAMILIES(X) \
   X(llama)                   \
-  X(qwen35)
+  X(qwen35)                  \
+  X(qwen3)                   \
+  X(qwen3_next)
