@@ -139,10 +139,14 @@ void describe_full_attention(PlanBuilder& b, const Qwen35Names& n, int64_t i, co
   b.map(blk(i, "attn_output.weight"), n.layer(i, "self_attn.o_proj.weight"), {d.n_embd, q_rows});
   b.map(blk(i, "attn_q_norm.weight"), n.layer(i, "self_attn.q_norm.weight"), {d.head_dim}).op = norm_op;
   b.map(blk(i, "attn_k_norm.weight"), n.layer(i, "self_attn.k_norm.weight"), {d.head_dim}).op = norm_op;
-  b.map_optional(blk(i, "attn_q.bias"), n.layer(i, "self_attn.q_proj.bias"), {2 * q_rows});
-  b.map_optional(blk(i, "attn_k.bias"), n.layer(i, "self_attn.k_proj.bias"), {kv_rows});
-  b.map_optional(blk(i, "attn_v.bias"), n.layer(i, "self_attn.v_proj.bias"), {kv_rows});
-  b.map_optional(blk(i, "attn_output.bias"), n.layer(i, "self_attn.o_proj.bias"), {d.n_embd});
+  // llama.cpp's qwen35 graphs add no attention biases: a model with them cannot be written for it.
+  for (const char* projection : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+    const std::string bias = n.layer(i, fmt::format("self_attn.{}.bias", projection));
+    if (b.has(bias))
+      fail("'{}': attention biases (config.json attention_bias) are not part of llama.cpp's {} architecture, which "
+           "would ignore them",
+           bias, b.arch());
+  }
 }
 
 void describe_delta_net(PlanBuilder& b, const Qwen35Names& n, int64_t i, const Qwen35Dims& d) {

@@ -216,5 +216,14 @@ TEST_F(Qwen35MoePlan, HuggingFaceFusedExpertsAreSplitIntoGateAndUp) {
   EXPECT_EQ(p->tensor("blk.0.ffn_down_exps.weight").shape, (std::vector<int64_t>{4, 128, 64}));
 }
 
+TEST_F(Qwen35MoePlan, AttentionBiasesAreRefusedAsLlamaCppWouldIgnoreThem) {
+  TempDir temp;
+  TinyModelSpec spec = qwen_spec("mlx");
+  spec.attention_bias = true;
+  const fs::path dir = write_model(temp, "tiny-qwen-bias", spec);
+  EXPECT_TRUE(test_support::throws_with<Error>([&] { plan_model(dir); },
+                                               {"language_model.model.layers.3.self_attn.q_proj.bias", "qwen35moe"}));
+}
+
 }  // namespace
 }  // namespace mlx2gguf
