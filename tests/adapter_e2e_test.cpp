@@ -188,6 +188,8 @@ std::vector<LoraCase> lora_cases() {
     cases.push_back({{model, "q4g64", "lora"}, "f32", "f32"});
     cases.push_back({{model, "q4g64", "lora"}, "auto", "f32"});
   }
+  // Qwen3-Next's fused in_proj_qkvz becomes two GGUF tensors: each gets the update of its rows.
+  cases.push_back({{"qwen3next", "bf16", "lora"}, "f32", "f32"});
   cases.push_back({{"llama", "bf16", "lora"}, "f32", "f16"});
   cases.push_back({{"llama", "bf16", "lora"}, "f32", "q8_0"});
   cases.push_back({{"llama", "q4g64", "lora-embed"}, "f32", "f32"});

@@ -84,6 +84,12 @@ mlx2gguf::gen::TinyModelSpec model_spec(const std::string& model) {
     s.experts = 8;
     s.experts_per_tok = 6;
     s.seed = 21;
+  } else if (model == "qwen3next") {
+    s.model_type = "qwen3_next";
+    s.tokenizer_dir = oracle::real_tokenizer_dir("qwen3");
+    s.experts = 8;
+    s.experts_per_tok = 6;
+    s.seed = 31;
   } else if (model == "qwen35") {
     s.model_type = "qwen3_5";
     s.tokenizer_dir = oracle::real_tokenizer_dir("qwen3");

@@ -12,24 +12,24 @@ namespace {
 
 const char* kMergeInstead = "merge it into the model with `mlx2gguf convert MODEL --adapter-path ADAPTER` instead";
 
-// The base recipe that writes `module`'s tensor as a plain matrix (or stack of expert matrices): the only kind
-// llama.cpp multiplies through LoRA.
-const TensorRecipe& target_recipe(const ConversionPlan& base_plan, const SourceTensor& base_tensor,
-                                  const AdapterModule& module) {
-  const TensorRecipe* found = nullptr;
+// The base recipes that write `module`'s tensor as plain matrices (or stacks of expert matrices): the only kind
+// llama.cpp multiplies through LoRA. A tensor split into several (Qwen3-Next's fused in_proj_qkvz) has several;
+// each gets the low-rank update of its own rows.
+std::vector<const TensorRecipe*> target_recipes(const ConversionPlan& base_plan, const SourceTensor& base_tensor,
+                                                const AdapterModule& module) {
+  std::vector<const TensorRecipe*> found;
   for (const TensorRecipe& recipe : base_plan.tensors) {
     if (std::find(recipe.sources.begin(), recipe.sources.end(), &base_tensor) == recipe.sources.end()) continue;
-    if (found != nullptr)
-      fail("adapter module '{}': its base tensor becomes two GGUF tensors ('{}', '{}'), which one LoRA cannot "
-           "express; {}",
-           module.module(), found->name, recipe.name, kMergeInstead);
-    found = &recipe;
+    if (recipe.sources.size() != 1 || recipe.op != ValueOp::None || !recipe.name.ends_with(".weight") ||
+        recipe.name.ends_with("_norm.weight"))
+      fail("adapter module '{}': llama.cpp does not apply LoRA to its GGUF tensor '{}'; {}", module.module(), recipe.name,
+           kMergeInstead);
+    found.push_back(&recipe);
   }
-  if (found == nullptr || found->sources.size() != 1 || found->op != ValueOp::None || !found->name.ends_with(".weight") ||
-      found->name.ends_with("_norm.weight"))
-    fail("adapter module '{}': llama.cpp does not apply LoRA to its GGUF tensor{}; {}", module.module(),
-         found ? " '" + found->name + "'" : "", kMergeInstead);
-  return *found;
+  if (found.empty())
+    fail("adapter module '{}': its base tensor is not written as a matrix llama.cpp applies LoRA to; {}", module.module(),
+         kMergeInstead);
+  return found;
 }
 
 // Source rows of the lora_a stack for each output expert: all rows of output expert e must come from one source
@@ -54,7 +54,12 @@ class AdapterPlanner {
   AdapterPlanner(const ConversionPlan& base_plan, ConversionPlan& plan) : base_plan_(base_plan), plan_(plan) {}
 
   void add(const SourceModel& base, const AdapterModule& module) {
-    const TensorRecipe& target = target_recipe(base_plan_, *base.find(module.weight_name()), module);
+    for (const TensorRecipe* target : target_recipes(base_plan_, *base.find(module.weight_name()), module))
+      add(module, *target);
+  }
+
+ private:
+  void add(const AdapterModule& module, const TensorRecipe& target) {
     const int64_t rank = module.rank();
     switch (module.kind()) {
       case AdapterKind::Linear: {
@@ -98,7 +103,6 @@ class AdapterPlanner {
     }
   }
 
- private:
   const SourceTensor& view(SourceTensor tensor) {
     plan_.views.push_back(std::move(tensor));
     return plan_.views.back();
