@@ -10,4 +10,5 @@
   X(llama)                   \
   X(qwen35)                  \
   X(qwen3)                   \
-  X(qwen3_next)
+  X(qwen3_next)              \
+  X(gpt_oss)

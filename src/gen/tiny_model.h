@@ -97,6 +97,13 @@ struct TinyModelSpec {
   uint64_t seed = 1;
   std::string tokenizer_dir;  // folder with tokenizer.json (+ tokenizer_config.json, ...); empty: built-in tiny tokenizer
   uint64_t max_shard_bytes = 5ull << 30;  // a new model-0000N-of-0000M shard starts past this size
+
+  // gpt_oss only: the attention window of the sliding layers (0: gpt-oss's 128) and each layer's attention type,
+  // "sliding_attention" or "full_attention" (empty: gpt-oss's alternation, layer 0 sliding), written as config.json
+  // sliding_window and layer_types. (gpt_oss reads rope_scaling null as gpt-oss's own YaRN, factor 32 over 4096
+  // positions; an empty object writes no scaling.)
+  int sliding_window = 0;
+  std::vector<std::string> layer_types;
 };
 
 struct TinyModelSummary {
