@@ -593,6 +593,19 @@ TEST(TinyModel, TiedModelHasNoLmHeadAndVocabCanBeSet) {
   EXPECT_EQ(folder.require("model.norm.weight").dtype, DType::F16);
 }
 
+TEST(TinyModel, ExtraConfigKeysAreWrittenOverTheBuildersOwn) {
+  ScratchDir dir;
+  TinyModelSpec spec = small_spec("llama");
+  spec.extra_config = {{"rope_theta", 500000}, {"attn_logit_softcapping", 50.0}, {"sliding_window", nullptr}};
+  write_tiny_model(spec, dir / "m");
+  const json config = json::parse(read_file(dir / "m" / "config.json"));
+  EXPECT_EQ(config["rope_theta"], 500000);
+  EXPECT_EQ(config["attn_logit_softcapping"], 50.0);
+  ASSERT_TRUE(config.contains("sliding_window"));
+  EXPECT_TRUE(config["sliding_window"].is_null());
+  EXPECT_EQ(config["model_type"], "llama");
+}
+
 TEST(TinyModel, SameSeedGivesIdenticalFilesOtherSeedDifferentWeights) {
   ScratchDir dir;
   TinyModelSpec spec = small_spec("mixtral");

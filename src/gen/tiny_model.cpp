@@ -137,7 +137,10 @@ Layout build_layout(const TinyModelSpec& spec, const TokenizerFacts& tokens) {
   } else if (spec.experts || spec.experts_per_tok) {
     fail("model type '{}' has no experts", spec.model_type);
   }
-  return type.build(spec, d, tokens);
+  Layout layout = type.build(spec, d, tokens);
+  if (!spec.extra_config.is_object()) fail("extra_config must be a JSON object");
+  for (const auto& [key, value] : spec.extra_config.items()) layout.config[key] = value;
+  return layout;
 }
 
 std::vector<float> draw_values(const std::string& source, const Draw& draw, int64_t count, uint64_t seed, DType dtype) {

@@ -98,12 +98,18 @@ struct TinyModelSpec {
   std::string tokenizer_dir;  // folder with tokenizer.json (+ tokenizer_config.json, ...); empty: built-in tiny tokenizer
   uint64_t max_shard_bytes = 5ull << 30;  // a new model-0000N-of-0000M shard starts past this size
 
-  // gpt_oss only: the attention window of the sliding layers (0: gpt-oss's 128) and each layer's attention type,
-  // "sliding_attention" or "full_attention" (empty: gpt-oss's alternation, layer 0 sliding), written as config.json
-  // sliding_window and layer_types. (gpt_oss reads rope_scaling null as gpt-oss's own YaRN, factor 32 over 4096
-  // positions; an empty object writes no scaling.)
+  // Families with sliding-window layers (gpt_oss, ...): the attention window of the sliding layers (0: the
+  // family's default, gpt-oss's 128) and each layer's attention type, "sliding_attention" or "full_attention"
+  // (empty: the family's own pattern; gpt-oss alternates, layer 0 sliding), written as config.json sliding_window
+  // and layer_types. (gpt_oss reads rope_scaling null as gpt-oss's own YaRN, factor 32 over 4096 positions; an
+  // empty object writes no scaling.)
   int sliding_window = 0;
   std::vector<std::string> layer_types;
+
+  // Family-specific config.json keys without a field above (e.g. soft-capping values, partial rotary factors):
+  // merged over the builder's config last, so a test can set any key, or null to write it as null. Builders
+  // that read a key's value for the weights they write read it from here too.
+  nlohmann::json extra_config = nlohmann::json::object();
 };
 
 struct TinyModelSummary {
