@@ -11,4 +11,5 @@
   X(qwen35)                  \
   X(qwen3)                   \
   X(qwen3_next)              \
-  X(gpt_oss)
+  X(gpt_oss)                 \
+  X(gemma)
