@@ -71,7 +71,7 @@ fs::path folder_for(const std::string& model, const std::string& layout) {
   auto spec = model == "gemma2" ? gemma2_spec() : gemma3_spec(model == "gemma3-wrapper" ? "gemma3" : "gemma3_text");
   if (layout == "q4") spec.quant = mlx2gguf::gen::QuantRecipe::parse("affine:4:32");
   else if (layout != "bf16") throw std::runtime_error("unknown layout " + layout);
-  return e2e::cached_model(model + "-" + layout, spec);
+  return e2e::cached_model("gemma-e2e-" + model + "-" + layout, spec);
 }
 
 std::vector<int32_t> probe(const fs::path& folder) {
