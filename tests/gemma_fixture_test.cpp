@@ -96,4 +96,23 @@ TEST(FixtureGemma3, TokenizesLikeHuggingFace) {
   fs::remove(gguf);
 }
 
+// A folder with only the SentencePiece tokenizer.model (as older Gemma downloads have) gives the same tokens.
+TEST(FixtureGemma3, TheSentencePieceModelAloneTokenizesLikeHuggingFace) {
+  const fs::path dir = e2e::work_dir() / fmt::format("fixture-gemma3-spm-only-{}", ::getpid());
+  fs::remove_all(dir);
+  fs::copy(fixture().model, dir);
+  fs::remove(dir / "tokenizer.json");
+  const fs::path gguf = e2e::work_dir() / fmt::format("fixture-gemma3-spm-only-{}.gguf", ::getpid());
+  const auto result = e2e::run_mlx2gguf({"convert", dir.string(), "--outfile", gguf.string(), "--outtype", "f32", "-q"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto model = oracle::LlamaModel::load(gguf.string(), true);
+  const std::vector<std::string> texts = {"Hello world, hello again.", "  two  spaces\nand a newline",
+                                          "<start_of_turn>user\nhi<end_of_turn>\n"};
+  const auto want = oracle::hf_tokenize((fixture().model / "tokenizer.json").string(), texts, true);
+  for (size_t i = 0; i < texts.size(); ++i) EXPECT_EQ(model->tokenize(texts[i], true, true), want[i]) << texts[i];
+  EXPECT_EQ(model->meta("tokenizer.ggml.add_space_prefix"), "false");
+  fs::remove(gguf);
+  fs::remove_all(dir);
+}
+
 }  // namespace
