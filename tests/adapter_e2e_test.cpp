@@ -110,6 +110,9 @@ std::vector<MergeCase> merge_cases() {
   cases.push_back({{"mistral", "bf16", "lora-tied-embed"}, "f32"});
   cases.push_back({{"mistral", "bf16", "dora-tied-embed"}, "f32"});
   cases.push_back({{"llama", "mxfp4", "lora"}, "auto"});
+  // Gemma 3: the merged norms of a full fine-tune carry Gemma's (1 + w) and embedding-scale factor too.
+  for (const char* tune : {"lora", "full"}) cases.push_back({{"gemma3", "bf16", tune}, "f32"});
+  for (const char* type : {"f32", "auto"}) cases.push_back({{"gemma3", "q4g64", "lora"}, type});
   return cases;
 }
 
@@ -194,6 +197,8 @@ std::vector<LoraCase> lora_cases() {
   cases.push_back({{"llama", "bf16", "lora"}, "f32", "q8_0"});
   cases.push_back({{"llama", "q4g64", "lora-embed"}, "f32", "f32"});
   cases.push_back({{"llama", "q4g64", "lora-embed"}, "auto", "f32"});
+  cases.push_back({{"gemma3", "bf16", "lora"}, "f32", "f32"});
+  cases.push_back({{"gemma3", "q4g64", "lora"}, "auto", "f32"});
   return cases;
 }
 

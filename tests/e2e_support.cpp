@@ -94,6 +94,13 @@ mlx2gguf::gen::TinyModelSpec model_spec(const std::string& model) {
     s.model_type = "qwen3_5";
     s.tokenizer_dir = oracle::real_tokenizer_dir("qwen3");
     s.seed = 22;
+  } else if (model == "gemma3") {
+    s.model_type = "gemma3_text";
+    s.layers = 3;
+    s.tie_embeddings = true;
+    s.sliding_window = 8;
+    s.extra_config = {{"sliding_window_pattern", 3}};
+    s.seed = 23;
   } else if (model == "qwen36-widths" || model == "qwen36-widths-hf") {
     s = mlx2gguf::gen::qwen36_like_spec();
   } else {

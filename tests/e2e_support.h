@@ -24,6 +24,7 @@ std::filesystem::path cached_model(const std::string& key, const mlx2gguf::gen::
 //   qwen35moe      small Qwen3.5/3.6 MoE (real Qwen3 tokenizer); qwen35moe-hf: the same in Hugging Face layout
 //   qwen35         small dense Qwen3.5
 //   qwen3next      small Qwen3-Next MoE (real Qwen3 tokenizer)
+//   gemma3         small Gemma 3 text model: tied, local layers with window 8, every third layer global
 //   qwen36-widths  Qwen3.6-35B-A3B's real widths on 2 layers; qwen36-widths-hf: Hugging Face layout
 mlx2gguf::gen::TinyModelSpec model_spec(const std::string& model);
 

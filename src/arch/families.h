@@ -12,4 +12,5 @@
   X(qwen3)                   \
   X(qwen3_next)              \
   X(gpt_oss)                 \
-  X(phi3)
+  X(phi3)                    \
+  X(gemma)
