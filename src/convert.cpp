@@ -7,10 +7,13 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <mutex>
 
 #include "encode/repack.h"
 #include "encode/row_encoder.h"
+#include "read/dequant.h"
+#include "util/cancel.h"
 #include "util/error.h"
 #include "write/gguf_file.h"
 
@@ -123,6 +126,74 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// Whether any of `count` floats is NaN or infinite: a branch-free OR over the exponent bits, so the compiler
+// vectorizes it and the check costs next to nothing beside reading and encoding the same values.
+bool any_non_finite(const float* values, int64_t count) {
+  uint32_t all_ones = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, values + i, 4);
+    all_ones |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return all_ones != 0;
+}
+
+// The scale or bias of an MLX-quantized row that is NaN or infinite, as "'<name>.scales' holds nan (group 3)".
+std::optional<std::string> non_finite_quantization(const SourceTensor& source, int64_t row) {
+  if (!source.stored_quant() || source.scales() == nullptr) return std::nullopt;
+  const QuantSpec& spec = *source.stored_quant();
+  const int64_t groups = source.row_length() / spec.group_size;
+  const StoredTensor& scales = *source.scales();
+  const size_t size = dtype_size(scales.dtype);
+  const size_t offset = static_cast<size_t>(row * groups) * size;
+  for (const StoredTensor* stored : {source.scales(), source.biases()}) {
+    if (stored == nullptr || offset + static_cast<size_t>(groups) * size > stored->bytes.size()) continue;
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint8_t* at = stored->bytes.data() + offset;
+      float value;
+      if (stored->dtype != DType::U8)
+        value = load_float(at, stored->dtype, g);
+      else  // fp modes: E8M0 exponents (mxfp4, mxfp8) or E4M3 scales (nvfp4)
+        value = spec.mode == QuantMode::NVFP4 ? e4m3_to_f32(at[g]) : e8m0_to_f32(at[g]);
+      if (!std::isfinite(value))
+        return fmt::format("'{}' in '{}' holds {} (row {}, group {})", stored->name, stored->file.string(), value, row, g);
+    }
+  }
+  return std::nullopt;
+}
+
+// The error for a non-finite value in output row `out_row` of `recipe`, naming the source tensor it came from.
+[[noreturn]] void fail_non_finite(const TensorRecipe& recipe, int64_t out_row, const float* row_values) {
+  std::string what;
+  if (recipe.sources.empty()) {
+    what = "the values computed for it";
+  } else {
+    const int64_t wanted = recipe.row_map.empty() ? out_row : recipe.row_map[static_cast<size_t>(out_row)];
+    const auto [source, row] = locate(recipe, wanted);
+    if (const auto quant = non_finite_quantization(*source, row)) {
+      what = *quant;
+    } else {
+      float value = 0;
+      for (int64_t c = 0; c < recipe.row_length(); ++c)
+        if (!std::isfinite(row_values[c])) {
+          value = row_values[c];
+          break;
+        }
+      what = fmt::format("'{}' in '{}' gives {} in row {}{}", source->name(), source->weight().file.string(), value, row,
+                         source->merge() ? " once merged with the adapter" : "");
+    }
+  }
+  fail("non-finite value for GGUF tensor '{}': {}; llama.cpp would compute NaN from it (--allow-non-finite writes "
+       "it anyway)", recipe.name, what);
+}
+
+void check_finite(const TensorRecipe& recipe, int64_t first_row, int64_t rows, const float* values) {
+  const int64_t length = recipe.row_length();
+  if (!any_non_finite(values, rows * length)) return;
+  for (int64_t r = 0; r < rows; ++r)
+    if (any_non_finite(values + r * length, length)) fail_non_finite(recipe, first_row + r, values + r * length);
+}
+
 void check_output_directory(const std::filesystem::path& outfile) {
   const auto out_dir = std::filesystem::absolute(outfile).parent_path();
   if (!std::filesystem::is_directory(out_dir)) fail("output directory '{}' does not exist", out_dir.string());
@@ -183,7 +254,7 @@ ConvertSummary convert(const ConvertOptions& options) {
     options.log(fmt::format("{}: {} '{}' → {} tensors, {} metadata keys\n", options.model_dir.string(),
                             model.folder().model_type(), plan.metadata.get("general.architecture")->strings[0],
                             plan.tensors.size(), plan.metadata.entries().size()));
-  ConvertSummary summary = write_plan(plan, options.outfile, options.threads, options.log);
+  ConvertSummary summary = write_plan(plan, options.outfile, options.threads, options.log, options.allow_non_finite);
   summary.merge = summarize_merge(plan);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
@@ -202,13 +273,14 @@ ConvertSummary convert_adapter(const ConvertAdapterOptions& options) {
                             plan.metadata.get("adapter.lora.alpha")->floats[0]));
     for (const auto& note : adapter->notes()) options.log("  note: " + note + "\n");
   }
-  ConvertSummary summary = write_plan(plan, options.outfile, options.threads, options.log);
+  ConvertSummary summary = write_plan(plan, options.outfile, options.threads, options.log, options.allow_non_finite);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
 }
 
 ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::path& outfile, int threads_wanted,
-                          const std::function<void(const std::string&)>& log) {
+                          const std::function<void(const std::string&)>& log, bool allow_non_finite) {
+  throw_if_cancelled();  // a signal during reading or planning: no file is created at all
   const auto start = std::chrono::steady_clock::now();
   std::vector<GgufTensorInfo> infos;
   for (const auto& recipe : plan.tensors) {
@@ -230,6 +302,7 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
   const int threads = threads_wanted > 0 ? threads_wanted : static_cast<int>(std::thread::hardware_concurrency());
   tbb::global_control limit(tbb::global_control::max_allowed_parallelism, std::max(1, threads));
   tbb::parallel_for(size_t{0}, chunks.size(), [&](size_t i) {
+    throw_if_cancelled();
     const Chunk& chunk = chunks[i];
     const TensorRecipe& recipe = plan.tensors[chunk.tensor];
     thread_local std::vector<float> values;
@@ -237,10 +310,12 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
     const int64_t row_bytes = ggml_row_bytes(recipe.type, recipe.row_length());
     bytes.resize(static_cast<size_t>(chunk.rows * row_bytes));
     if (recipe.repack) {
+      // Repacked tensors are finite: repack_obstacle sent any with a non-finite scale or bias to the float path.
       repack_recipe_rows(recipe, chunk.first_row, chunk.rows, bytes.data());
     } else {
       values.resize(static_cast<size_t>(chunk.rows * recipe.row_length()));
       read_recipe_rows(recipe, chunk.first_row, chunk.rows, values.data());
+      if (!allow_non_finite) check_finite(recipe, chunk.first_row, chunk.rows, values.data());
       encode_rows(recipe.type, values.data(), chunk.rows, recipe.row_length(), bytes.data());
     }
     writer.write(chunk.tensor, static_cast<uint64_t>(chunk.first_row * row_bytes), bytes);

@@ -19,6 +19,7 @@ struct ConvertOptions {
   MergeRule merge_rule = MergeRule::Float32;  // LikeMlxFuse: --fuse-requantize
   int threads = 0;  // 0 = all hardware threads
   std::function<void(const std::string&)> log;  // progress and summary lines (nullptr = silent)
+  bool allow_non_finite = false;  // write NaN / infinite weights instead of refusing them (--allow-non-finite)
 };
 
 // Tensors written in one GGUF type.
@@ -56,14 +57,17 @@ struct ConvertAdapterOptions {
   AdapterPlanOptions plan;
   int threads = 0;
   std::function<void(const std::string&)> log;
+  bool allow_non_finite = false;
 };
 
 // Writes an mlx-lm LoRA fine-tune as a GGUF LoRA adapter for the GGUF `convert` writes from the base folder.
 ConvertSummary convert_adapter(const ConvertAdapterOptions& options);
 
-// Encodes and writes a plan (the second half of convert): tensors in parallel, atomic publish.
+// Encodes and writes a plan (the second half of convert): tensors in parallel, atomic publish. A NaN or infinite
+// value is an error naming its source tensor unless `allow_non_finite`. A SIGINT / SIGTERM (util/cancel.h) stops
+// the workers and throws Cancelled; the temporary file is removed either way.
 ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::path& outfile, int threads,
-                          const std::function<void(const std::string&)>& log);
+                          const std::function<void(const std::string&)>& log, bool allow_non_finite = false);
 
 // Rows [first, first + count) of the recipe's output, as float32 (row maps, column maps and value ops applied).
 void read_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, float* out);

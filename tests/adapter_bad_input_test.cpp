@@ -1,10 +1,14 @@
-// Bad fine-tunes: one clear error naming the file, module or tensor, a non-zero exit code, and no output file.
+// Bad fine-tunes: one clear error naming the file, module or tensor, an exit status in 1..127, no output or temporary
+// file, an existing output file kept, the inputs unchanged (refusal_check.h).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
+#include <limits>
 
 #include "e2e_support.h"
+#include "refusal_check.h"
 #include "gen/safetensors_writer.h"
 #include "read/source_model.h"
 
@@ -58,15 +62,9 @@ class AdapterBadInput : public testing::Test {
 
   // Runs `args` expecting failure; returns the message.
   std::string fails(std::vector<std::string> args) {
-    const fs::path out = dir_ / "out.gguf";
-    args.insert(args.end(), {"--outfile", out.string()});
-    const auto result = e2e::run_mlx2gguf(args);
-    EXPECT_NE(result.exit_code, 0) << result.output;
-    EXPECT_FALSE(fs::exists(out)) << "a failed run left " << out;
-    EXPECT_FALSE(fs::exists(dir_ / "out.gguf.partial")) << "a failed run left its temporary file";
-    EXPECT_NE(result.output.find("error: "), std::string::npos) << result.output;
-    EXPECT_EQ(result.output.find("terminate called"), std::string::npos) << result.output;
-    return result.output;
+    std::vector<fs::path> inputs = {base_};
+    if (fs::exists(dir_ / "adapters")) inputs.push_back(dir_ / "adapters");
+    return e2e::expect_refusal(args, dir_ / "out.gguf", inputs);
   }
   std::string merge_fails(const fs::path& adapter_path) {
     return fails({"convert", base_.string(), "--adapter-path", adapter_path.string()});
@@ -178,6 +176,23 @@ TEST_F(AdapterBadInput, GgufLoraRefusesFullFineTunes) {
   config["lora_parameters"] = nullptr;
   const fs::path folder = adapter(config, {f32("model.layers.1.mlp.down_proj.weight", {64, 128})});
   EXPECT_MENTIONS(fails({"convert-adapter", folder.string(), "--base", base_.string()}), "full fine-tune");
+}
+
+// One NaN in lora_b: merging would spread it over a whole row of q_proj, a GGUF LoRA would carry it as it is.
+TEST_F(AdapterBadInput, NonFiniteAdapterWeightIsRefusedByBothCommands) {
+  auto tensors = q_proj_lora();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(tensors[1].data.data() + 4 * 3, &nan, 4);  // lora_b [8, 64]: element 3 of row 0
+  const fs::path folder = adapter(lora_config(), tensors);
+  const auto merged = merge_fails(folder);
+  EXPECT_MENTIONS(merged, "model.layers.0.self_attn.q_proj.weight");
+  EXPECT_MENTIONS(merged, "nan");
+  EXPECT_MENTIONS(merged, "once merged with the adapter");
+  EXPECT_MENTIONS(merged, "--allow-non-finite");
+  const auto lora = fails({"convert-adapter", folder.string(), "--base", base_.string()});
+  EXPECT_MENTIONS(lora, "model.layers.0.self_attn.q_proj.lora_b");
+  EXPECT_MENTIONS(lora, (folder / "adapters.safetensors").string());
+  EXPECT_MENTIONS(lora, "nan");
 }
 
 class AdapterBadInputTied : public AdapterBadInput {

@@ -7,6 +7,7 @@
 
 #include "convert.h"
 #include "e2e_support.h"
+#include "refusal_check.h"
 #include "eval/reference.h"
 #include "oracle/llama_oracle.h"
 #include "plan/permutations.h"
@@ -85,12 +86,11 @@ TEST_F(LlamaConfigs, SlidingLayersAreRefusedNamingTheLayer) {
     c["sliding_window"] = 8;
     c["layer_types"] = {"full_attention", "sliding_attention"};
   });
-  const fs::path out = dir_ / "out.gguf";
-  const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "-o", out.string()});
-  EXPECT_NE(result.exit_code, 0);
-  EXPECT_NE(result.output.find("layer 1 uses sliding-window attention"), std::string::npos) << result.output;
-  EXPECT_FALSE(fs::exists(out));
-  EXPECT_FALSE(fs::exists(dir_ / "out.gguf.partial"));
+  const fs::path out_dir = dir_ / "sliding-out";
+  fs::remove_all(out_dir);
+  fs::create_directories(out_dir);
+  const auto message = e2e::expect_refusal({"convert", folder.string()}, out_dir / "out.gguf", {folder});
+  EXPECT_NE(message.find("layer 1 uses sliding-window attention"), std::string::npos) << message;
 }
 
 TEST_F(LlamaConfigs, SlidingWindowWithoutSlidingLayersComputesFullAttentionAsMlxLm) {

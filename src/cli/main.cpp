@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "convert.h"
+#include "util/cancel.h"
 #include "util/error.h"
 #include "write/gguf_file.h"
 
@@ -45,6 +46,7 @@ struct ConvertArgs {
   bool fuse_requantize = false;
   int threads = 0;
   bool quiet = false;
+  bool allow_non_finite = false;
 };
 
 int run_convert(const ConvertArgs& args) {
@@ -73,6 +75,7 @@ int run_convert(const ConvertArgs& args) {
   }
   options.outfile = outfile;
   options.threads = args.threads;
+  options.allow_non_finite = args.allow_non_finite;
   if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
   const ConvertSummary summary = convert(options);
   if (!args.quiet) print_summary(outfile, summary);
@@ -83,6 +86,7 @@ struct ConvertAdapterArgs {
   std::string adapter_path, adapter_file, base, outfile, outtype = "f32", name;
   int threads = 0;
   bool quiet = false;
+  bool allow_non_finite = false;
 };
 
 int run_convert_adapter(const ConvertAdapterArgs& args) {
@@ -102,6 +106,7 @@ int run_convert_adapter(const ConvertAdapterArgs& args) {
   }
   options.outfile = outfile;
   options.threads = args.threads;
+  options.allow_non_finite = args.allow_non_finite;
   if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
   const ConvertSummary summary = convert_adapter(options);
   if (!args.quiet) print_summary(outfile, summary);
@@ -192,6 +197,9 @@ int main(int argc, char** argv) {
                         "quantized base at its own quantization, then repack them losslessly: the file equals the "
                         "conversion of the folder mlx_lm.fuse would write");
   convert_cmd->add_option("--threads,-t", c.threads, "Worker threads (default: all cores)");
+  convert_cmd->add_flag("--allow-non-finite", c.allow_non_finite,
+                        "Write NaN or infinite weights, scales or biases instead of refusing them (the GGUF will "
+                        "compute NaN wherever they are used)");
   convert_cmd->add_flag("--quiet,-q", c.quiet, "No progress or summary output");
 
   ConvertAdapterArgs a;
@@ -208,6 +216,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   adapter_cmd->add_option("--name", a.name, "general.name of the adapter (default: the adapter folder's name)");
   adapter_cmd->add_option("--threads,-t", a.threads, "Worker threads (default: all cores)");
+  adapter_cmd->add_flag("--allow-non-finite", a.allow_non_finite, "Write NaN or infinite adapter weights instead of refusing them");
   adapter_cmd->add_flag("--quiet,-q", a.quiet, "No progress or summary output");
 
   std::string inspect_path;
@@ -218,10 +227,14 @@ int main(int argc, char** argv) {
   inspect_cmd->add_flag("--full", full, "Print long arrays (token lists, merges) completely");
 
   CLI11_PARSE(app, argc, argv);
+  mlx2gguf::install_cancel_handlers();
   try {
     if (*convert_cmd) return run_convert(c);
     if (*adapter_cmd) return run_convert_adapter(a);
     if (*inspect_cmd) return run_inspect(inspect_path, json, full);
+  } catch (const mlx2gguf::Cancelled& e) {
+    fmt::print(stderr, "\n{}\n", e.what());
+    return e.exit_status();
   } catch (const mlx2gguf::Error& e) {
     fmt::print(stderr, "\nerror: {}\n", e.what());
     return 1;

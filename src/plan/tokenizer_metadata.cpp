@@ -184,9 +184,22 @@ std::string token_content(const json& value) {
   return {};
 }
 
+// No real vocabulary comes near this (the largest have about 262k tokens); it bounds the token list when there is
+// no embedding matrix to compare with.
+constexpr int64_t kMaxTokens = int64_t{1} << 24;
+
+// Refuses a token id the token list could not hold, before a list of that size is allocated: ids index the rows
+// of the embedding matrix (`vocab_rows`, when known).
+void check_token_id(int64_t id, int64_t vocab_rows, const fs::path& path, const std::string& what) {
+  if (id < 0) fail("'{}': {} has the negative id {}", path.string(), what, id);
+  if (vocab_rows > 0 && id >= vocab_rows)
+    fail("'{}': {} has id {}, beyond the {} rows of the model's embedding matrix", path.string(), what, id, vocab_rows);
+  if (id >= kMaxTokens) fail("'{}': {} has id {}, beyond any real vocabulary ({} tokens)", path.string(), what, id, kMaxTokens);
+}
+
 // Token list from a tokenizer.json: model.vocab, then added_tokens (which may reuse or extend vocab ids).
 // Types: base vocabulary NORMAL; special added tokens CONTROL, others USER_DEFINED; id holes UNUSED.
-void collect_tokens(const json& tok, const fs::path& path, Vocab& vocab, std::vector<bool>& added) {
+void collect_tokens(const json& tok, const fs::path& path, int64_t vocab_rows, Vocab& vocab, std::vector<bool>& added) {
   const json& model = tok["model"];
   if (!model.contains("vocab") || !model["vocab"].is_object())
     fail("'{}': model.vocab is missing or not an object", path.string());
@@ -195,6 +208,7 @@ void collect_tokens(const json& tok, const fs::path& path, Vocab& vocab, std::ve
     if (!id.is_number_integer() || id.get<int64_t>() < 0)
       fail("'{}': model.vocab entry '{}' has an invalid id {}", path.string(), text, id.dump());
     const int64_t i = id.get<int64_t>();
+    check_token_id(i, vocab_rows, path, fmt::format("model.vocab entry '{}'", text));
     if (by_id.contains(i))
       fail("'{}': id {} is used by two vocabulary entries ('{}' and '{}')", path.string(), i, by_id[i].first, text);
     by_id[i] = {text, kNormal};
@@ -206,7 +220,7 @@ void collect_tokens(const json& tok, const fs::path& path, Vocab& vocab, std::ve
           !entry.contains("content") || !entry["content"].is_string())
         fail("'{}': malformed added_tokens entry {}", path.string(), entry.dump());
       const int64_t id = entry["id"].get<int64_t>();
-      if (id < 0) fail("'{}': added token {} has a negative id", path.string(), entry.dump());
+      check_token_id(id, vocab_rows, path, fmt::format("added token '{}'", entry["content"].get<std::string>()));
       const bool special = entry.value("special", false);
       by_id[id] = {entry["content"].get<std::string>(), special ? kControl : kUserDefined};
       added_ids.insert(id);
@@ -331,7 +345,7 @@ std::vector<float> merge_rank_scores(const Vocab& vocab, const std::vector<std::
 }
 
 Vocab vocab_from_tokenizer_json(const fs::path& path, const json& tok, const json& tokenizer_config,
-                                const TokenizerOptions& options) {
+                                const TokenizerOptions& options, int64_t vocab_rows) {
   Vocab vocab;
   vocab.source = path.string();
   if (!tok.is_object() || !tok.contains("model") || !tok["model"].is_object())
@@ -344,7 +358,7 @@ Vocab vocab_from_tokenizer_json(const fs::path& path, const json& tok, const jso
          type.empty() ? std::string("untyped") : type);
 
   std::vector<bool> added;
-  collect_tokens(tok, path, vocab, added);
+  collect_tokens(tok, path, vocab_rows, vocab, added);
   std::vector<std::string> merges = collect_merges(model, path);
   if (model.contains("unk_token") && model["unk_token"].is_string()) vocab.unk_token = model["unk_token"].get<std::string>();
 
@@ -570,11 +584,14 @@ Vocab vocab_from_sentencepiece(const fs::path& path) {
 
 // Added tokens a SentencePiece folder declares outside tokenizer.model: added_tokens.json ({text: id}) and
 // tokenizer_config.json added_tokens_decoder ({id: {content, special}}).
-void add_sentencepiece_extras(const fs::path& dir, const json& tokenizer_config, Vocab& vocab) {
+void add_sentencepiece_extras(const fs::path& dir, const json& tokenizer_config, int64_t vocab_rows, Vocab& vocab) {
   std::map<int64_t, std::pair<std::string, int32_t>> extra;
   if (auto added = load_json(dir, "added_tokens.json"); added && added->is_object()) {
     for (const auto& [text, id] : added->items())
-      if (id.is_number_integer()) extra[id.get<int64_t>()] = {text, kUserDefined};
+      if (id.is_number_integer()) {
+        check_token_id(id.get<int64_t>(), vocab_rows, dir / "added_tokens.json", fmt::format("added token '{}'", text));
+        extra[id.get<int64_t>()] = {text, kUserDefined};
+      }
   }
   if (tokenizer_config.contains("added_tokens_decoder") && tokenizer_config["added_tokens_decoder"].is_object()) {
     for (const auto& [id_text, entry] : tokenizer_config["added_tokens_decoder"].items()) {
@@ -585,6 +602,8 @@ void add_sentencepiece_extras(const fs::path& dir, const json& tokenizer_config,
         continue;
       }
       if (id < 0 || !entry.is_object() || !entry.contains("content") || !entry["content"].is_string()) continue;
+      check_token_id(id, vocab_rows, dir / "tokenizer_config.json",
+                     fmt::format("added_tokens_decoder entry '{}'", entry["content"].get<std::string>()));
       extra[id] = {entry["content"].get<std::string>(), entry.value("special", false) ? kControl : kUserDefined};
     }
   }
@@ -831,10 +850,10 @@ void add_tokenizer_metadata(const fs::path& dir, const json& config, int64_t voc
 
   Vocab vocab;
   if (auto tok = load_json(dir, "tokenizer.json")) {
-    vocab = vocab_from_tokenizer_json(dir / "tokenizer.json", *tok, tokenizer_config, options);
+    vocab = vocab_from_tokenizer_json(dir / "tokenizer.json", *tok, tokenizer_config, options, vocab_rows);
   } else if (fs::is_regular_file(dir / "tokenizer.model")) {
     vocab = vocab_from_sentencepiece(dir / "tokenizer.model");
-    add_sentencepiece_extras(dir, tokenizer_config, vocab);
+    add_sentencepiece_extras(dir, tokenizer_config, vocab_rows, vocab);
   } else {
     fail("'{}' has no tokenizer: expected tokenizer.json (or a SentencePiece tokenizer.model)", dir.string());
   }

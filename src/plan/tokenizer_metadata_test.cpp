@@ -181,9 +181,10 @@ TEST(TokenizerMetadata, PadsToEmbeddingRows) {
 TEST(TokenizerMetadata, MoreTokensThanEmbeddingRowsIsAnError) {
   TempDir dir;
   write_json(dir / "tokenizer.json", byte_level_tokenizer());
+  // Refused at the first id past the matrix, before a token list of that size is allocated.
   const std::string message = error_of([&] { convert(dir, 200); });
-  EXPECT_NE(message.find("259 tokens"), std::string::npos) << message;
-  EXPECT_NE(message.find("200 rows"), std::string::npos) << message;
+  EXPECT_NE(message.find("tokenizer.json"), std::string::npos) << message;
+  EXPECT_NE(message.find("beyond the 200 rows of the model's embedding matrix"), std::string::npos) << message;
 }
 
 TEST(TokenizerMetadata, DuplicateTokenTextIsAnError) {

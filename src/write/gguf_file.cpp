@@ -1,12 +1,17 @@
 #include "write/gguf_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 
+#include "util/cancel.h"
 #include "util/error.h"
 
 namespace mlx2gguf {
@@ -58,6 +63,64 @@ void write_value(ByteSink& out, const GgufValue& v) {
   for (size_t i = 0; i < v.size(); ++i) write_element(out, v, v.element_type, i);
 }
 
+// A new temporary file next to `path`, named `<path>.XXXXXX.partial` with a unique XXXXXX, so that two runs writing
+// the same output never share one. Returns the open descriptor and sets `temp_path`.
+int create_unique_temp(const std::filesystem::path& path, std::filesystem::path& temp_path) {
+  std::string name = path.string() + ".XXXXXX.partial";
+  const int fd = ::mkstemps(name.data(), static_cast<int>(std::strlen(".partial")));
+  if (fd < 0) fail("cannot create a temporary file next to '{}': {}", path.string(), std::strerror(errno));
+  temp_path = name;
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  // mkstemps creates the file private (0600); the output gets the usual permissions of a new file.
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd, 0666 & ~mask);
+  return fd;
+}
+
+// Allocates `size` bytes for the file, so that a disk too small fails now rather than after minutes of writing.
+// Returns 0, or the errno of the failure (EOPNOTSUPP-like values when the file system cannot preallocate).
+int preallocate(int fd, uint64_t size) {
+#if defined(__linux__)
+  return ::fallocate(fd, 0, 0, static_cast<off_t>(size)) == 0 ? 0 : errno;
+#elif defined(__APPLE__)
+  fstore_t store{F_ALLOCATEALL, F_PEOFPOSMODE, 0, static_cast<off_t>(size), 0};
+  return ::fcntl(fd, F_PREALLOCATE, &store) == -1 ? errno : 0;
+#else
+  return ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+#endif
+}
+
+bool is_out_of_space(int error) { return error == ENOSPC || error == EFBIG || error == EDQUOT; }
+
+void fail_out_of_space(const std::filesystem::path& path, uint64_t size, const char* reason) {
+  fail("not enough space for '{}': it needs {:.1f} MiB ({})", path.string(), static_cast<double>(size) / 1048576.0,
+       reason);
+}
+
+// Reserves the whole file up front; where the file system cannot preallocate, at least checks the free space.
+void reserve_space(int fd, const std::filesystem::path& path, uint64_t size) {
+  const int error = preallocate(fd, size);
+  if (error == 0) return;
+  if (is_out_of_space(error)) fail_out_of_space(path, size, std::strerror(error));
+  struct statvfs fs {};
+  if (::fstatvfs(fd, &fs) == 0 && static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < size)
+    fail_out_of_space(path, size, "the file system has less free space");
+}
+
+// Makes a rename durable: the directory entry itself is flushed. Some file systems cannot fsync a directory
+// (EINVAL); the data is flushed already, so that is not an error.
+void sync_directory(const std::filesystem::path& file) {
+  std::filesystem::path dir = std::filesystem::absolute(file).parent_path();
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  const int rc = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (rc != 0 && error != EINVAL && error != EROFS)
+    fail("cannot flush directory '{}' after writing '{}': {}", dir.string(), file.string(), std::strerror(error));
+}
+
 }  // namespace
 
 int64_t GgufTensorInfo::element_count() const {
@@ -73,9 +136,6 @@ uint64_t GgufTensorInfo::size_bytes() const {
 
 GgufWriter::GgufWriter(std::filesystem::path path, const GgufMetadata& metadata, std::vector<GgufTensorInfo> tensors)
     : path_(std::move(path)), tensors_(std::move(tensors)) {
-  temp_path_ = path_;
-  temp_path_ += ".partial";
-
   ByteSink header;
   header.bytes.insert(header.bytes.end(), {'G', 'G', 'U', 'F'});
   header.pod<uint32_t>(3);
@@ -104,12 +164,16 @@ GgufWriter::GgufWriter(std::filesystem::path path, const GgufMetadata& metadata,
   data_size_ = offset;
   header.bytes.resize(data_start_, 0);
 
-  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail("cannot create '{}': {}", temp_path_.string(), std::strerror(errno));
+  fd_ = create_unique_temp(path_, temp_path_);
+  set_cancel_cleanup_path(temp_path_.string());
   try {
+    reserve_space(fd_, path_, file_size());
     // Zero-filled to full size up front: padding needs no writes and the data can be written in any order.
-    if (::ftruncate(fd_, static_cast<off_t>(file_size())) != 0)
-      fail("cannot size '{}' to {} bytes: {}", temp_path_.string(), file_size(), std::strerror(errno));
+    if (::ftruncate(fd_, static_cast<off_t>(file_size())) != 0) {
+      const int error = errno;
+      if (is_out_of_space(error)) fail_out_of_space(path_, file_size(), std::strerror(error));
+      fail("cannot size '{}' to {} bytes: {}", temp_path_.string(), file_size(), std::strerror(error));
+    }
     const uint8_t* p = header.bytes.data();
     size_t left = header.bytes.size();
     off_t at = 0;
@@ -125,6 +189,7 @@ GgufWriter::GgufWriter(std::filesystem::path path, const GgufMetadata& metadata,
     ::close(fd_);
     std::error_code ec;
     std::filesystem::remove(temp_path_, ec);
+    clear_cancel_cleanup_path(temp_path_.string());
     throw;
   }
 }
@@ -135,6 +200,7 @@ GgufWriter::~GgufWriter() {
     std::error_code ec;
     std::filesystem::remove(temp_path_, ec);
   }
+  clear_cancel_cleanup_path(temp_path_.string());
 }
 
 void GgufWriter::write(size_t index, uint64_t offset, std::span<const uint8_t> bytes) {
@@ -146,7 +212,8 @@ void GgufWriter::write(size_t index, uint64_t offset, std::span<const uint8_t> b
   off_t at = static_cast<off_t>(data_start_ + tensor.offset + offset);
   while (left > 0) {
     const ssize_t n = ::pwrite(fd_, p, left, at);
-    if (n <= 0) fail("cannot write '{}': {}", temp_path_.string(), n < 0 ? std::strerror(errno) : "disk full?");
+    if (n <= 0) fail("cannot write '{}' (the output '{}'): {}", temp_path_.string(), path_.string(),
+                     n < 0 ? std::strerror(errno) : "disk full?");
     p += n;
     left -= static_cast<size_t>(n);
     at += n;
@@ -157,10 +224,13 @@ void GgufWriter::commit() {
   if (::fsync(fd_) != 0) fail("cannot flush '{}': {}", temp_path_.string(), std::strerror(errno));
   ::close(fd_);
   fd_ = -1;
+  throw_if_cancelled();  // the last moment a stop request can still leave the previous output in place
   std::error_code ec;
   std::filesystem::rename(temp_path_, path_, ec);
   if (ec) fail("cannot rename '{}' to '{}': {}", temp_path_.string(), path_.string(), ec.message());
   committed_ = true;
+  clear_cancel_cleanup_path(temp_path_.string());
+  sync_directory(path_);
 }
 
 namespace {
@@ -218,6 +288,26 @@ void read_element(ByteSource& in, GgufValue& v, GgufType t) {
   }
 }
 
+// Dimensions a tensor info may claim: non-negative, whole blocks per row, and no more bytes than the file has (which
+// also keeps every size computed from them free of overflow).
+void check_tensor_shape(const std::filesystem::path& path, const GgufTensorInfo& tensor, uint64_t file_size) {
+  const auto& info = ggml_type_info(tensor.type);
+  uint64_t elements = 1;
+  for (const int64_t d : tensor.ne) {
+    if (d < 0) fail("'{}' is corrupt: tensor '{}' has the negative dimension {}", path.string(), tensor.name, d);
+    const auto n = static_cast<uint64_t>(d);
+    if (n != 0 && elements > std::numeric_limits<uint64_t>::max() / n / info.type_size)
+      fail("'{}' is corrupt: tensor '{}' has an impossibly large shape", path.string(), tensor.name);
+    elements *= n;
+  }
+  if (!tensor.ne.empty() && tensor.ne[0] % info.block_size != 0)
+    fail("'{}' is corrupt: tensor '{}' has rows of {} elements, not whole {} blocks of {}", path.string(), tensor.name,
+         tensor.ne[0], info.name, info.block_size);
+  if (elements / info.block_size * info.type_size > file_size)
+    fail("'{}' is corrupt or truncated: tensor '{}' needs {} bytes, more than the whole file ({})", path.string(),
+         tensor.name, elements / info.block_size * info.type_size, file_size);
+}
+
 }  // namespace
 
 GgufFile GgufFile::read(const std::filesystem::path& path) {
@@ -231,7 +321,8 @@ GgufFile GgufFile::read(const std::filesystem::path& path) {
   if (file.version != 2 && file.version != 3) fail("'{}': unsupported GGUF version {}", path.string(), file.version);
   const int64_t n_tensors = in.pod<int64_t>();
   const int64_t n_kv = in.pod<int64_t>();
-  if (n_tensors < 0 || n_kv < 0 || static_cast<uint64_t>(n_tensors + n_kv) > in.remaining())
+  if (n_tensors < 0 || n_kv < 0 || static_cast<uint64_t>(n_tensors) > in.remaining() ||
+      static_cast<uint64_t>(n_kv) > in.remaining() - static_cast<uint64_t>(n_tensors))
     fail("'{}' is corrupt: {} tensors and {} keys cannot fit in the file", path.string(), n_tensors, n_kv);
   for (int64_t i = 0; i < n_kv; ++i) {
     std::string key = in.string();
@@ -265,9 +356,16 @@ GgufFile GgufFile::read(const std::filesystem::path& path) {
     if (!ggml_type_info(type)) fail("'{}': tensor '{}' has unknown type {}", path.string(), tensor.name, type);
     tensor.type = static_cast<GgmlType>(type);
     tensor.offset = in.pod<uint64_t>();
+    check_tensor_shape(path, tensor, in.size());
     file.tensors.push_back(std::move(tensor));
   }
   file.data_start = pad_to(in.position(), alignment);
+  for (const auto& tensor : file.tensors) {
+    const uint64_t data_bytes = file.file_size > file.data_start ? file.file_size - file.data_start : 0;
+    if (tensor.offset > data_bytes || tensor.size_bytes() > data_bytes - tensor.offset)
+      fail("'{}' is corrupt or truncated: tensor '{}' ({} bytes at data offset {}) runs past the end of the file ({} "
+           "data bytes)", path.string(), tensor.name, tensor.size_bytes(), tensor.offset, data_bytes);
+  }
   return file;
 }
 

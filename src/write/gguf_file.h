@@ -26,7 +26,8 @@ struct GgufTensorInfo {
 
 class GgufWriter {
  public:
-  // Computes the layout and creates `<path>.partial` sized to the whole file, header written.
+  // Computes the layout and creates a uniquely named `<path>.XXXXXX.partial` next to the output, with the whole
+  // file's space reserved up front (a full disk fails here) and the header written.
   GgufWriter(std::filesystem::path path, const GgufMetadata& metadata, std::vector<GgufTensorInfo> tensors);
   ~GgufWriter();  // removes the temporary file unless commit() succeeded
   GgufWriter(const GgufWriter&) = delete;
@@ -34,10 +35,11 @@ class GgufWriter {
 
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   uint64_t file_size() const { return data_start_ + data_size_; }
+  const std::filesystem::path& temp_path() const { return temp_path_; }
 
   // Writes `bytes` at `offset` within tensor `index`. Safe to call concurrently for disjoint ranges.
   void write(size_t index, uint64_t offset, std::span<const uint8_t> bytes);
-  // Flushes and atomically renames the temporary file to the final path.
+  // Flushes and atomically renames the temporary file to the final path, then flushes the directory entry.
   void commit();
 
  private:

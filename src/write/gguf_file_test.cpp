@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -24,6 +27,14 @@ using test_support::TempDir;
 std::vector<uint8_t> read_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The names in `dir`, sorted.
+std::vector<std::string> entries(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 uint64_t padded(uint64_t n) { return (n + 31) / 32 * 32; }
@@ -204,15 +215,17 @@ TEST(GgufFile, GgmlRejectsTheFileWhenTheFinalPaddingIsCut) {
 TEST(GgufFile, UncommittedWriterRemovesItsTemporaryFileAndLeavesTheTargetAlone) {
   TempDir temp;
   const fs::path path = temp / "model.gguf";
-  const fs::path partial = temp / "model.gguf.partial";
   test_support::write_text(path, "previous contents");
   {
     GgufWriter writer(path, every_kind_of_value(), some_tensors());
-    EXPECT_TRUE(fs::exists(partial));
+    const fs::path partial = writer.temp_path();
+    EXPECT_EQ(partial.parent_path(), temp.path());
+    EXPECT_TRUE(partial.filename().string().starts_with("model.gguf.")) << partial;
+    EXPECT_TRUE(partial.filename().string().ends_with(".partial")) << partial;
     EXPECT_EQ(fs::file_size(partial), writer.file_size());
     writer.write(0, 0, pattern(0, 12));
   }
-  EXPECT_FALSE(fs::exists(partial));
+  EXPECT_EQ(entries(temp.path()), std::vector<std::string>{"model.gguf"});
   std::ifstream in(path);
   const std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(contents, "previous contents");
@@ -223,8 +236,28 @@ TEST(GgufFile, CommitReplacesTheTargetAndRemovesTheTemporaryName) {
   const fs::path path = temp / "model.gguf";
   test_support::write_text(path, "previous contents");
   write_file(path, every_kind_of_value(), some_tensors());
-  EXPECT_FALSE(fs::exists(temp / "model.gguf.partial"));
+  EXPECT_EQ(entries(temp.path()), std::vector<std::string>{"model.gguf"});
   EXPECT_EQ(GgufFile::read(path).tensors.size(), 5u);
+}
+
+TEST(GgufFile, TwoWritersOfTheSameOutputUseDifferentTemporaryFiles) {
+  TempDir temp;
+  const fs::path path = temp / "model.gguf";
+  GgufWriter first(path, every_kind_of_value(), some_tensors());
+  GgufWriter second(path, every_kind_of_value(), some_tensors());
+  EXPECT_NE(first.temp_path(), second.temp_path());
+  EXPECT_TRUE(fs::exists(first.temp_path()));
+  EXPECT_TRUE(fs::exists(second.temp_path()));
+}
+
+TEST(GgufFile, TheOutputGetsTheUsualPermissionsOfANewFile) {
+  TempDir temp;
+  const fs::path path = temp / "model.gguf";
+  write_file(path, every_kind_of_value(), some_tensors());
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  const auto perms = static_cast<mode_t>(fs::status(path).permissions());
+  EXPECT_EQ(perms & 0777, 0666 & ~mask);
 }
 
 TEST(GgufFile, ConcurrentWritesToDisjointRangesAllLand) {
@@ -289,7 +322,7 @@ TEST(GgufFile, TensorNamesOf64BytesOrMoreAreRefused) {
     EXPECT_NE(std::string(e.what()).find("64"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(temp / "long.gguf"));
-  EXPECT_FALSE(fs::exists(temp / "long.gguf.partial"));
+  EXPECT_EQ(entries(temp.path()), std::vector<std::string>{"ok.gguf"});
 }
 
 TEST(GgufFile, RowsThatAreNotWholeBlocksAreRefused) {
