@@ -218,6 +218,22 @@ void read_element(ByteSource& in, GgufValue& v, GgufType t) {
   }
 }
 
+// A tensor info's shape: dimensions non-negative, rows of whole blocks, and no more bytes than the file holds (which
+// also keeps every size computed from it free of overflow).
+void check_tensor_shape(const std::filesystem::path& path, const GgufTensorInfo& tensor, uint64_t file_size) {
+  const auto& info = ggml_type_info(tensor.type);
+  uint64_t elements = 1;
+  for (const int64_t d : tensor.ne) {
+    if (d < 0) fail("'{}' is corrupt: tensor '{}' has the negative dimension {}", path.string(), tensor.name, d);
+    if (d != 0 && elements > file_size / static_cast<uint64_t>(d))
+      fail("'{}' is corrupt: tensor '{}' has more elements than the file has bytes", path.string(), tensor.name);
+    elements *= static_cast<uint64_t>(d);
+  }
+  if (!tensor.ne.empty() && tensor.ne[0] % info.block_size != 0)
+    fail("'{}' is corrupt: tensor '{}' has rows of {} elements, not whole {} blocks of {}", path.string(), tensor.name,
+         tensor.ne[0], info.name, info.block_size);
+}
+
 }  // namespace
 
 GgufFile GgufFile::read(const std::filesystem::path& path) {
@@ -231,7 +247,8 @@ GgufFile GgufFile::read(const std::filesystem::path& path) {
   if (file.version != 2 && file.version != 3) fail("'{}': unsupported GGUF version {}", path.string(), file.version);
   const int64_t n_tensors = in.pod<int64_t>();
   const int64_t n_kv = in.pod<int64_t>();
-  if (n_tensors < 0 || n_kv < 0 || static_cast<uint64_t>(n_tensors + n_kv) > in.remaining())
+  if (n_tensors < 0 || n_kv < 0 || static_cast<uint64_t>(n_tensors) > in.remaining() ||
+      static_cast<uint64_t>(n_kv) > in.remaining() - static_cast<uint64_t>(n_tensors))
     fail("'{}' is corrupt: {} tensors and {} keys cannot fit in the file", path.string(), n_tensors, n_kv);
   for (int64_t i = 0; i < n_kv; ++i) {
     std::string key = in.string();
@@ -265,9 +282,17 @@ GgufFile GgufFile::read(const std::filesystem::path& path) {
     if (!ggml_type_info(type)) fail("'{}': tensor '{}' has unknown type {}", path.string(), tensor.name, type);
     tensor.type = static_cast<GgmlType>(type);
     tensor.offset = in.pod<uint64_t>();
+    check_tensor_shape(path, tensor, in.size());
     file.tensors.push_back(std::move(tensor));
   }
   file.data_start = pad_to(in.position(), alignment);
+  const uint64_t data_bytes = file.file_size > file.data_start ? file.file_size - file.data_start : 0;
+  for (const auto& tensor : file.tensors) {
+    const uint64_t bytes = tensor.size_bytes();
+    if (bytes > 0 && (tensor.offset > data_bytes || bytes > data_bytes - tensor.offset))
+      fail("'{}' is corrupt or truncated: tensor '{}' ({} bytes at data offset {}) runs past the end of the file ({} "
+           "data bytes)", path.string(), tensor.name, bytes, tensor.offset, data_bytes);
+  }
   return file;
 }
 
