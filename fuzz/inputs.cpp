@@ -154,7 +154,7 @@ void run_gguf(std::string_view input) {
     listing["tensors"].push_back({{"name", tensor.name}, {"type", ggml_type_info(tensor.type).name}, {"ne", tensor.ne},
                                   {"offset", file.data_start + tensor.offset}, {"bytes", bytes}});
   }
-  rendered += listing.dump(2).size();
+  rendered += listing.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).size();
   volatile size_t sink = rendered;
   (void)sink;
 }
