@@ -9,7 +9,7 @@ file(GLOB MLX2GGUF_E2E_TEST_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/
 set(MLX2GGUF_TEST_SOURCES ${MLX2GGUF_UNIT_TEST_SOURCES} ${MLX2GGUF_E2E_TEST_SOURCES})
 add_executable(mlx2gguf_tests ${MLX2GGUF_TEST_SOURCES})
 target_include_directories(mlx2gguf_tests PRIVATE ${CMAKE_SOURCE_DIR}/tests)
-target_link_libraries(mlx2gguf_tests PRIVATE mlx2gguf_testkit llama_oracle GTest::gtest GTest::gtest_main)
+target_link_libraries(mlx2gguf_tests PRIVATE mlx2gguf_testkit mlx2gguf_fuzz_inputs llama_oracle GTest::gtest GTest::gtest_main)
 target_compile_definitions(mlx2gguf_tests PRIVATE
   MLX2GGUF_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
   MLX2GGUF_BINARY="$<TARGET_FILE:mlx2gguf>"

@@ -139,7 +139,9 @@ int run_inspect(const std::string& path, bool json, bool full) {
     for (const auto& tensor : file.tensors)
       out["tensors"].push_back({{"name", tensor.name}, {"type", ggml_type_info(tensor.type).name}, {"ne", tensor.ne},
                                 {"offset", file.data_start + tensor.offset}, {"bytes", tensor.size_bytes()}});
-    std::cout << out.dump(2) << "\n";
+    // GGUF strings are bytes: ones that are not UTF-8 (names, templates of a damaged file) are shown as U+FFFD rather
+    // than making the listing fail.
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return 0;
   }
   fmt::print("{}: GGUF v{}, {} metadata keys, {} tensors, {:.1f} MiB\n", path, file.version, file.metadata.entries().size(),

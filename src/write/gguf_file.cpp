@@ -360,11 +360,12 @@ GgufFile GgufFile::read(const std::filesystem::path& path) {
     file.tensors.push_back(std::move(tensor));
   }
   file.data_start = pad_to(in.position(), alignment);
+  const uint64_t data_bytes = file.file_size > file.data_start ? file.file_size - file.data_start : 0;
   for (const auto& tensor : file.tensors) {
-    const uint64_t data_bytes = file.file_size > file.data_start ? file.file_size - file.data_start : 0;
-    if (tensor.offset > data_bytes || tensor.size_bytes() > data_bytes - tensor.offset)
+    const uint64_t bytes = tensor.size_bytes();
+    if (bytes > 0 && (tensor.offset > data_bytes || bytes > data_bytes - tensor.offset))
       fail("'{}' is corrupt or truncated: tensor '{}' ({} bytes at data offset {}) runs past the end of the file ({} "
-           "data bytes)", path.string(), tensor.name, tensor.size_bytes(), tensor.offset, data_bytes);
+           "data bytes)", path.string(), tensor.name, bytes, tensor.offset, data_bytes);
   }
   return file;
 }
