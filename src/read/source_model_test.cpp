@@ -261,9 +261,9 @@ TEST(SourceModel, ReadsHalfPrecisionPlainTensors) {
   const auto model = SourceModel::open(dir.path());
   EXPECT_EQ(model.require("a").value_dtype(), DType::BF16);
   EXPECT_EQ(read_all(model.require("a")), (std::vector<float>{1.0f, -0.375f, 3.0f, -2.0f}));
-  std::vector<float> second(1);
+  std::vector<float> second(2);
   model.require("a").read_rows(1, 1, second.data());
-  EXPECT_EQ(second, (std::vector<float>{3.0f}));  // row 1 of [[1, -0.375], [3, -2]] starts with 3
+  EXPECT_EQ(second, (std::vector<float>{3.0f, -2.0f}));  // row 1 of [[1, -0.375], [3, -2]]
   EXPECT_EQ(read_all(model.require("b")), (std::vector<float>{1.0f, -0.375f, 0.75f}));
 }
 

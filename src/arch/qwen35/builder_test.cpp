@@ -138,8 +138,8 @@ TEST(Qwen35Generator, MoeFolderAsMlxLmSavesIt) {
   for (const auto& [name, shape] : shapes) EXPECT_EQ(folder.require(name).shape, shape) << name;
   for (const auto& [name, tensor] : folder.tensors())
     EXPECT_EQ(tensor.dtype, name.ends_with(".A_log") ? DType::F32 : DType::BF16) << name;
-  for (const auto& [name, shard] : json::parse(read_file(dir / "m" / "model.safetensors.index.json"))["weight_map"].items())
-    EXPECT_EQ(shard, "model.safetensors") << name;
+  const json index = json::parse(read_file(dir / "m" / "model.safetensors.index.json"));
+  for (const auto& [name, shard] : index["weight_map"].items()) EXPECT_EQ(shard, "model.safetensors") << name;
 
   const json& config = folder.config();
   EXPECT_EQ(config["model_type"], "qwen3_5_moe");  // what mlx-lm dispatches on
