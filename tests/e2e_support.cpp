@@ -1,6 +1,7 @@
 #include "e2e_support.h"
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -233,6 +234,7 @@ NpyArray read_npy_f32(const fs::path& path) {
 
 OracleFixture oracle_fixture(const std::string& name) {
   OracleFixture fixture;
+  fixture.name = name;
   fixture.dir = fs::path(MLX2GGUF_SOURCE_DIR) / "tests" / "data" / "fixtures" / name;
   fixture.model = fixture.dir / "mlx";
   std::ifstream tokens(fixture.dir / "tokens.json");
@@ -242,6 +244,22 @@ OracleFixture oracle_fixture(const std::string& name) {
   if (fixture.logits.shape.size() != 2 || fixture.logits.shape[0] != static_cast<int64_t>(fixture.tokens.size()))
     throw std::runtime_error(fixture.dir.string() + ": oracle logits do not match tokens.json");
   return fixture;
+}
+
+fs::path OracleFixture::convert(const std::vector<std::string>& extra, const std::string& label) const {
+  const fs::path gguf = work_dir() / fmt::format("fixture-{}-{}-{}.gguf", name, label, ::getpid());
+  std::vector<std::string> args = {"convert", model.string(), "--outfile", gguf.string(), "-q"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  const auto result = run_mlx2gguf(args);
+  if (result.exit_code != 0) throw std::runtime_error(result.output);
+  EXPECT_EQ(oracle::gguf_check_file(gguf.string()), "");
+  return gguf;
+}
+
+double OracleFixture::llama_nmse(const fs::path& gguf, const std::string& label) const {
+  const double error = fixture_nmse(oracle::LlamaModel::load(gguf.string())->logits(tokens), logits);
+  std::printf("[ NMSE     ] fixture %s %s vs llama.cpp's oracle = %.3e\n", name.c_str(), label.c_str(), error);
+  return error;
 }
 
 double fixture_nmse(const std::vector<float>& got, const NpyArray& oracle) {

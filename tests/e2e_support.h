@@ -66,10 +66,17 @@ NpyArray read_npy_f32(const std::filesystem::path& path);
 // The tiny models of tests/data/fixtures/: written independently of mlx2gguf's generator, with llama.cpp's logits
 // for them (its own converter on an equivalent float32 Hugging Face folder).
 struct OracleFixture {
+  std::string name;               // e.g. gemma3-4bit
   std::filesystem::path dir;      // tests/data/fixtures/<name>
   std::filesystem::path model;    // dir/mlx: the folder to convert
   std::vector<int32_t> tokens;    // tokens.json
   NpyArray logits;                // oracle_logits.npy: [tokens][vocab]
+
+  // `mlx2gguf convert` of the folder with `extra` arguments into the test work folder, a file ggml's reader accepts
+  // (throws with the tool's output when the conversion fails).
+  std::filesystem::path convert(const std::vector<std::string>& extra, const std::string& label) const;
+  // llama.cpp's logits of `gguf` for the fixture's tokens against the oracle's, printed as an [ NMSE ] line.
+  double llama_nmse(const std::filesystem::path& gguf, const std::string& label) const;
 };
 OracleFixture oracle_fixture(const std::string& name);
 // The fixtures' error measure: Σ(got − oracle)² / Σ(oracle − its row mean)² over all logits.

@@ -24,26 +24,9 @@ const e2e::OracleFixture& fixture() {
   return f;
 }
 
-fs::path convert(const std::vector<std::string>& extra, const std::string& label) {
-  const fs::path gguf = e2e::work_dir() / fmt::format("fixture-gemma3-{}-{}.gguf", label, ::getpid());
-  std::vector<std::string> args = {"convert", fixture().model.string(), "--outfile", gguf.string(), "-q"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  const auto result = e2e::run_mlx2gguf(args);
-  if (result.exit_code != 0) throw std::runtime_error(result.output);
-  EXPECT_EQ(oracle::gguf_check_file(gguf.string()), "");
-  return gguf;
-}
-
-double llama_nmse(const fs::path& gguf, const std::string& label) {
-  const auto logits = oracle::LlamaModel::load(gguf.string())->logits(fixture().tokens);
-  const double error = e2e::fixture_nmse(logits, fixture().logits);
-  std::printf("[ NMSE     ] fixture gemma3-4bit %s vs llama.cpp's oracle = %.3e\n", label.c_str(), error);
-  return error;
-}
-
 TEST(FixtureGemma3, F32ConversionMatchesLlamaCppOracle) {
-  const fs::path gguf = convert({"--outtype", "f32"}, "f32");
-  EXPECT_LE(llama_nmse(gguf, "f32"), 1e-6);
+  const fs::path gguf = fixture().convert({"--outtype", "f32"}, "f32");
+  EXPECT_LE(fixture().llama_nmse(gguf, "f32"), 1e-6);
   fs::remove(gguf);
 }
 
@@ -55,12 +38,12 @@ TEST(FixtureGemma3, ReferenceForwardPassMatchesLlamaCppOracle) {
 }
 
 TEST(FixtureGemma3, AutoMovesThe4BitWeightsAndIsAsCloseAsLlamaCppsOwnQ4_1) {
-  const fs::path ours = convert({}, "auto");
-  const double our_error = llama_nmse(ours, "auto (lossless 4-bit)");
-  const fs::path f32 = convert({"--outtype", "f32"}, "for-quantize");
+  const fs::path ours = fixture().convert({}, "auto");
+  const double our_error = fixture().llama_nmse(ours, "auto (lossless 4-bit)");
+  const fs::path f32 = fixture().convert({"--outtype", "f32"}, "for-quantize");
   const fs::path theirs = e2e::work_dir() / fmt::format("fixture-gemma3-theirs-{}.gguf", ::getpid());
   oracle::llama_quantize_file(f32.string(), theirs.string(), 3);  // LLAMA_FTYPE_MOSTLY_Q4_1
-  const double their_error = llama_nmse(theirs, "llama.cpp's own Q4_1 of the same weights");
+  const double their_error = fixture().llama_nmse(theirs, "llama.cpp's own Q4_1 of the same weights");
   EXPECT_LE(our_error, their_error * 1.05);
   EXPECT_LE(our_error, 1e-2);
   for (const auto& path : {ours, f32, theirs}) fs::remove(path);
@@ -81,13 +64,13 @@ TEST(FixtureGemma3, NormsWithoutTheirOneAreCaughtByTheOracle) {
   EXPECT_EQ(shifted, 7 * 6 + 1);
   const fs::path gguf = e2e::work_dir() / fmt::format("fixture-gemma3-raw-norms-{}.gguf", ::getpid());
   mlx2gguf::write_plan(plan, gguf, 0, nullptr);
-  const double error = llama_nmse(gguf, "with raw norm weights");
+  const double error = fixture().llama_nmse(gguf, "with raw norm weights");
   fs::remove(gguf);
   EXPECT_GT(error, 1e-2);
 }
 
 TEST(FixtureGemma3, TokenizesLikeHuggingFace) {
-  const fs::path gguf = convert({"--outtype", "f32"}, "tokenizer");
+  const fs::path gguf = fixture().convert({"--outtype", "f32"}, "tokenizer");
   const auto model = oracle::LlamaModel::load(gguf.string(), true);
   const std::vector<std::string> texts = {"Hello world, hello again.", "  two  spaces\nand a newline",
                                           "<start_of_turn>user\nhi<end_of_turn>\n"};

@@ -25,26 +25,9 @@ const e2e::OracleFixture& fixture() {
   return f;
 }
 
-fs::path convert(const std::vector<std::string>& extra, const std::string& label) {
-  const fs::path gguf = e2e::work_dir() / fmt::format("fixture-gptoss-{}-{}.gguf", label, ::getpid());
-  std::vector<std::string> args = {"convert", fixture().model.string(), "--outfile", gguf.string(), "-q"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  const auto result = e2e::run_mlx2gguf(args);
-  if (result.exit_code != 0) throw std::runtime_error(result.output);
-  EXPECT_EQ(oracle::gguf_check_file(gguf.string()), "");
-  return gguf;
-}
-
-double llama_nmse(const fs::path& gguf, const std::string& label) {
-  const auto logits = oracle::LlamaModel::load(gguf.string())->logits(fixture().tokens);
-  const double error = e2e::fixture_nmse(logits, fixture().logits);
-  std::printf("[ NMSE     ] fixture gptoss-mxfp4 %s vs llama.cpp's oracle = %.3e\n", label.c_str(), error);
-  return error;
-}
-
 TEST(FixtureGptOss, F32ConversionMatchesLlamaCppOracle) {
-  const fs::path gguf = convert({"--outtype", "f32"}, "f32");
-  EXPECT_LE(llama_nmse(gguf, "f32"), 1e-6);
+  const fs::path gguf = fixture().convert({"--outtype", "f32"}, "f32");
+  EXPECT_LE(fixture().llama_nmse(gguf, "f32"), 1e-6);
   fs::remove(gguf);
 }
 
@@ -59,7 +42,7 @@ TEST(FixtureGptOss, ReferenceForwardPassMatchesLlamaCppOracle) {
 // values MLX's codes hold, and llama.cpp runs the file at least as close to the oracle as its own MXFP4_MOE
 // quantization of the same weights (experts MXFP4, the rest Q8_0: the same types as ours).
 TEST(FixtureGptOss, AutoKeepsTheExpertsLosslesslyAndIsAsCloseAsLlamaCppsOwnMxfp4Moe) {
-  const fs::path ours = convert({}, "auto");
+  const fs::path ours = fixture().convert({}, "auto");
   const auto source = mlx2gguf::SourceModel::open(fixture().model);
   const auto plan = mlx2gguf::make_plan(source, {});
   const auto file = mlx2gguf::GgufFile::read(ours);
@@ -86,23 +69,23 @@ TEST(FixtureGptOss, AutoKeepsTheExpertsLosslesslyAndIsAsCloseAsLlamaCppsOwnMxfp4
   std::printf("[ REPACK   ] fixture gptoss-mxfp4: %d expert tensors repacked bit-exactly as MXFP4\n", repacked);
   EXPECT_EQ(repacked, 3 * 4);
 
-  const double our_error = llama_nmse(ours, "auto (lossless MXFP4 experts)");
-  const fs::path f32 = convert({"--outtype", "f32"}, "for-quantize");
+  const double our_error = fixture().llama_nmse(ours, "auto (lossless MXFP4 experts)");
+  const fs::path f32 = fixture().convert({"--outtype", "f32"}, "for-quantize");
   const fs::path theirs = e2e::work_dir() / fmt::format("fixture-gptoss-theirs-{}.gguf", ::getpid());
   oracle::llama_quantize_file(f32.string(), theirs.string(), 38);
-  const double their_error = llama_nmse(theirs, "llama.cpp's own MXFP4_MOE of the same weights");
+  const double their_error = fixture().llama_nmse(theirs, "llama.cpp's own MXFP4_MOE of the same weights");
   EXPECT_LE(our_error, their_error * 1.05);
   EXPECT_LE(our_error, 1e-2);
   for (const auto& path : {ours, f32, theirs}) fs::remove(path);
 }
 
 TEST(FixtureGptOss, Mxfp4MoeMovesTheExpertsAndMatchesLlamaCppsOwn) {
-  const fs::path ours = convert({"--outtype", "mxfp4_moe"}, "mxfp4_moe");
-  const double our_error = llama_nmse(ours, "mxfp4_moe");
-  const fs::path f32 = convert({"--outtype", "f32"}, "for-quantize-moe");
+  const fs::path ours = fixture().convert({"--outtype", "mxfp4_moe"}, "mxfp4_moe");
+  const double our_error = fixture().llama_nmse(ours, "mxfp4_moe");
+  const fs::path f32 = fixture().convert({"--outtype", "f32"}, "for-quantize-moe");
   const fs::path theirs = e2e::work_dir() / fmt::format("fixture-gptoss-theirs-moe-{}.gguf", ::getpid());
   oracle::llama_quantize_file(f32.string(), theirs.string(), 38);
-  const double their_error = llama_nmse(theirs, "llama.cpp's own MXFP4_MOE");
+  const double their_error = fixture().llama_nmse(theirs, "llama.cpp's own MXFP4_MOE");
   EXPECT_LE(our_error, their_error * 1.05);
   for (const auto& path : {ours, f32, theirs}) fs::remove(path);
 }

@@ -22,18 +22,9 @@ const e2e::OracleFixture& fixture() {
   return f;
 }
 
-double oracle_nmse(const fs::path& gguf, const std::string& label) {
-  const double error = e2e::fixture_nmse(oracle::LlamaModel::load(gguf.string())->logits(fixture().tokens), fixture().logits);
-  std::printf("[ NMSE     ] fixture phi3-bf16 %s vs llama.cpp's oracle = %.3e\n", label.c_str(), error);
-  return error;
-}
-
 TEST(FixturePhi3, F32ConversionMatchesLlamaCppOracle) {
-  const fs::path gguf = e2e::work_dir() / fmt::format("fixture-phi3-f32-{}.gguf", ::getpid());
-  const auto result = e2e::run_mlx2gguf({"convert", fixture().model.string(), "--outfile", gguf.string(), "--outtype", "f32", "-q"});
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_EQ(oracle::gguf_check_file(gguf.string()), "");
-  EXPECT_LE(oracle_nmse(gguf, "f32"), 1e-6);
+  const fs::path gguf = fixture().convert({"--outtype", "f32"}, "f32");
+  EXPECT_LE(fixture().llama_nmse(gguf, "f32"), 1e-6);
   fs::remove(gguf);
 }
 
@@ -55,7 +46,7 @@ TEST(FixturePhi3, DroppingTheRopeFactorsIsCaughtByTheOracle) {
   EXPECT_EQ(before - plan.tensors.size(), 2u);
   const fs::path gguf = e2e::work_dir() / fmt::format("fixture-phi3-no-factors-{}.gguf", ::getpid());
   mlx2gguf::write_plan(plan, gguf, 0, nullptr);
-  EXPECT_GT(oracle_nmse(gguf, "without rope factors"), 1e-2);
+  EXPECT_GT(fixture().llama_nmse(gguf, "without rope factors"), 1e-2);
   fs::remove(gguf);
 }
 
