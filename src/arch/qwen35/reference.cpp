@@ -6,6 +6,7 @@
 
 #include "arch/qwen35/reference.h"
 #include "eval/forward.h"
+#include "eval/gated_deltanet.h"
 #include "read/model_folder.h"
 #include "util/error.h"
 
@@ -147,41 +148,7 @@ Activations linear_attention(const SourceModel& model, const QwenParams& p, cons
   const Activations b = linear(x, projection(model, prefix + "in_proj_b.weight", hv, p.hidden));
   const Activations a = linear(x, projection(model, prefix + "in_proj_a.weight", hv, p.hidden));
 
-  // MLX layout [C, K, 1] and Hugging Face layout [C, 1, K] hold the taps in the same order.
-  const SourceTensor& conv = model.require(prefix + "conv1d.weight");
-  if (conv.shape() != std::vector<int64_t>{conv_width, kernel, 1} && conv.shape() != std::vector<int64_t>{conv_width, 1, kernel})
-    expect_shape(conv, {conv_width, kernel, 1});
-  const Activations mixed = causal_conv_silu(qkv, read_all(conv), kernel);
-
-  Activations q(x.rows(), key_width), k(x.rows(), key_width), v(x.rows(), value_width);
-  for (int64_t t = 0; t < x.rows(); ++t) {
-    const float* row = mixed.row(t);
-    std::copy(row, row + key_width, q.row(t));
-    std::copy(row + key_width, row + 2 * key_width, k.row(t));
-    std::copy(row + 2 * key_width, row + conv_width, v.row(t));
-  }
-  // L2-normalised q and k (as rms_norm with eps 1e-6, rescaled), q further scaled by dk^-0.5.
-  rms_norm_rows(q, {}, 1e-6, dk);
-  rms_norm_rows(k, {}, 1e-6, dk);
-  const double inv_scale = 1.0 / std::sqrt(static_cast<double>(dk));
-  for (float& value : q.data()) value = static_cast<float>(value * inv_scale * inv_scale);
-  for (float& value : k.data()) value = static_cast<float>(value * inv_scale);
-
-  const std::vector<float> a_log = read_vector(model, prefix + "A_log", hv);
-  const std::vector<float> dt_bias = read_vector(model, prefix + "dt_bias", hv);
-  Activations g(x.rows(), hv), beta(x.rows(), hv);
-  for (int64_t t = 0; t < x.rows(); ++t)
-    for (int64_t j = 0; j < hv; ++j) {
-      const double decay_rate = std::exp(static_cast<double>(a_log[j]));
-      g.row(t)[j] = static_cast<float>(std::exp(-decay_rate * softplus(static_cast<double>(a.row(t)[j]) + dt_bias[j])));
-      beta.row(t)[j] = static_cast<float>(sigmoid(b.row(t)[j]));
-    }
-  Activations y = gated_delta_rule(q, k, v, g, beta, {hk, hv, dk, dv});
-
-  // Gated RMSNorm per value head: rms_norm(y, norm.weight) · silu(z). The weight is a plain one (never shifted).
-  rms_norm_rows(y, read_vector(model, prefix + "norm.weight", dv), p.eps, dv);
-  for (size_t i = 0; i < y.data().size(); ++i) y.data()[i] = static_cast<float>(y.data()[i] * silu(z.data()[i]));
-  return linear(y, projection(model, prefix + "out_proj.weight", p.hidden, value_width));
+  return gated_deltanet_from_projections(model, prefix, qkv, z, a, b, {hk, hv, dk, dv, kernel, p.hidden, p.eps});
 }
 
 Activations dense_mlp(const SourceModel& model, const std::string& prefix, const Activations& x, int64_t hidden,

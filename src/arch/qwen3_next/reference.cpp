@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "eval/forward.h"
+#include "eval/gated_deltanet.h"
 #include "read/model_folder.h"
 #include "util/error.h"
 
@@ -160,44 +161,8 @@ Activations linear_attention(const SourceModel& model, const NextParams& p, cons
       std::copy(gates + r, gates + 2 * r, a.row(t) + h * r);
     }
 
-  // Depthwise causal convolution; mlx-lm's [C, K, 1] and the checkpoint's [C, 1, K] hold the taps in the same order.
-  const SourceTensor& conv = model.require(prefix + "conv1d.weight");
-  const int64_t kernel = p.conv_kernel;
-  if (conv.shape() != std::vector<int64_t>{conv_width, kernel, 1} && conv.shape() != std::vector<int64_t>{conv_width, 1, kernel})
-    expect_shape(conv, {conv_width, kernel, 1});
-  const Activations conv_out = causal_conv_silu(mixed, read_all(conv), kernel);
-
-  Activations q(x.rows(), key_width), k(x.rows(), key_width), v(x.rows(), value_width);
-  for (int64_t t = 0; t < x.rows(); ++t) {
-    const float* row = conv_out.row(t);
-    std::copy(row, row + key_width, q.row(t));
-    std::copy(row + key_width, row + 2 * key_width, k.row(t));
-    std::copy(row + 2 * key_width, row + conv_width, v.row(t));
-  }
-  // q = dk^-1 · rms_norm(q), k = dk^-1/2 · rms_norm(k), per key head, eps 1e-6, no weight.
-  rms_norm_rows(q, {}, 1e-6, dk);
-  rms_norm_rows(k, {}, 1e-6, dk);
-  const double inv_scale = 1.0 / std::sqrt(static_cast<double>(dk));
-  for (float& value : q.data()) value = static_cast<float>(value * inv_scale * inv_scale);
-  for (float& value : k.data()) value = static_cast<float>(value * inv_scale);
-
-  // gated_delta_update: beta = sigmoid(b), g = exp(-exp(A_log) · softplus(a + dt_bias)).
-  const std::vector<float> a_log = read_vector(model, prefix + "A_log", hv);
-  const std::vector<float> dt_bias = read_vector(model, prefix + "dt_bias", hv);
-  Activations g(x.rows(), hv), beta(x.rows(), hv);
-  for (int64_t t = 0; t < x.rows(); ++t)
-    for (int64_t j = 0; j < hv; ++j) {
-      const double decay_rate = std::exp(static_cast<double>(a_log[j]));
-      g.row(t)[j] = static_cast<float>(std::exp(-decay_rate * softplus(static_cast<double>(a.row(t)[j]) + dt_bias[j])));
-      beta.row(t)[j] = static_cast<float>(sigmoid(b.row(t)[j]));
-    }
-  // Value head j reads key head j / r (mx.repeat of q and k along the head axis).
-  Activations y = gated_delta_rule(q, k, v, g, beta, {hk, hv, dk, dv});
-
-  // Qwen3NextRMSNormGated per value head: rms_norm(y, norm.weight) · silu(z); its weight is a plain one.
-  rms_norm_rows(y, read_vector(model, prefix + "norm.weight", dv), p.eps, dv);
-  for (size_t i = 0; i < y.data().size(); ++i) y.data()[i] = static_cast<float>(y.data()[i] * silu(z.data()[i]));
-  return linear(y, projection(model, prefix + "out_proj.weight", p.hidden, value_width));
+  return gated_deltanet_from_projections(model, prefix, mixed, z, a, b,
+                                         {hk, hv, dk, dv, p.conv_kernel, p.hidden, p.eps});
 }
 
 Activations dense_mlp(const SourceModel& model, const std::string& prefix, const Activations& x, int64_t hidden,
