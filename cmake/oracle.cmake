@@ -91,7 +91,7 @@ target_link_libraries(llama_oracle
 # The libraries live inside node_modules: bake their directory into every executable linking the oracle so
 # tests run without LD_LIBRARY_PATH (the libraries find each other through their own $ORIGIN run path).
 target_link_options(llama_oracle INTERFACE "LINKER:-rpath,${MLX2GGUF_LLAMA_BIN_DIR}")
-target_compile_definitions(llama_oracle PUBLIC
+target_compile_definitions(llama_oracle PRIVATE
   MLX2GGUF_ORACLE_DIR="${MLX2GGUF_ORACLE_DIR}"
   MLX2GGUF_ORACLE_NODE_MODULES="${MLX2GGUF_ORACLE_NODE_MODULES}"
   # The CPU backend is not linked in: ggml picks the best libggml-cpu-<variant>.so for this CPU at run time.

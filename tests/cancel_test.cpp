@@ -19,6 +19,7 @@
 
 #include "e2e_support.h"
 #include "refusal_check.h"
+#include "test_paths.h"
 
 namespace {
 
@@ -36,7 +37,7 @@ class Child {
  public:
   Child(const std::vector<std::string>& args, const fs::path& log, std::optional<rlim_t> file_size_limit = {}) {
     // Everything the child needs is prepared before fork: only async-signal-safe calls may follow it.
-    strings_ = {MLX2GGUF_BINARY};
+    strings_ = {test_paths::binary().string()};
     strings_.insert(strings_.end(), args.begin(), args.end());
     for (auto& s : strings_) argv_.push_back(s.data());
     argv_.push_back(nullptr);

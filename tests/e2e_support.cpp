@@ -15,6 +15,7 @@
 #include <regex>
 
 #include "oracle/llama_oracle.h"
+#include "test_paths.h"
 
 namespace e2e {
 
@@ -39,7 +40,7 @@ fs::path cached_folder(const std::string& kind, const std::string& key, const st
 }  // namespace
 
 fs::path work_dir() {
-  fs::path dir = MLX2GGUF_TEST_WORK_DIR;
+  fs::path dir = test_paths::test_work_dir();
   fs::create_directories(dir);
   return dir;
 }
@@ -157,7 +158,7 @@ CommandResult run_mlx2gguf(const std::vector<std::string>& args, const fs::path&
     for (char c : text) inner += c == '\'' ? std::string("'\\''") : std::string(1, c);
     return fmt::format("'{}'", inner);
   };
-  std::string command = cwd.empty() ? quote(MLX2GGUF_BINARY) : fmt::format("cd {} && {}", quote(cwd.string()), quote(MLX2GGUF_BINARY));
+  std::string command = cwd.empty() ? quote(test_paths::binary().string()) : fmt::format("cd {} && {}", quote(cwd.string()), quote(test_paths::binary().string()));
   for (const auto& arg : args) command += " " + quote(arg);
   command += " 2>&1";
   CommandResult result;
@@ -235,7 +236,7 @@ NpyArray read_npy_f32(const fs::path& path) {
 OracleFixture oracle_fixture(const std::string& name) {
   OracleFixture fixture;
   fixture.name = name;
-  fixture.dir = fs::path(MLX2GGUF_SOURCE_DIR) / "tests" / "data" / "fixtures" / name;
+  fixture.dir = test_paths::source_dir() / "tests" / "data" / "fixtures" / name;
   fixture.model = fixture.dir / "mlx";
   std::ifstream tokens(fixture.dir / "tokens.json");
   if (!tokens) throw std::runtime_error("missing fixture " + fixture.dir.string());

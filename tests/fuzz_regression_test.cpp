@@ -12,13 +12,14 @@
 #include <vector>
 
 #include "inputs.h"
+#include "test_paths.h"
 #include "util/error.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kRegressions = fs::path(MLX2GGUF_SOURCE_DIR) / "tests" / "data" / "fuzz-regressions";
+const fs::path kRegressions = test_paths::source_dir() / "tests" / "data" / "fuzz-regressions";
 
 struct KeptInput {
   std::string target;

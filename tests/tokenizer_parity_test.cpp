@@ -16,6 +16,7 @@
 #include "oracle/llama_oracle.h"
 #include "plan/tokenizer_metadata.h"
 #include "read/test_support.h"
+#include "test_paths.h"
 #include "write/gguf_file.h"
 
 namespace mlx2gguf {
@@ -253,7 +254,7 @@ TEST(TokenizerParity, ChatTemplatesRenderInLlamaCpp) {
 // A SentencePiece tokenizer.model (no tokenizer.json): llama.cpp must reproduce SentencePiece's own ids, recorded
 // from spm_encode next to the fixture.
 TEST(TokenizerParity, SentencePieceModelFile) {
-  const fs::path fixture = fs::path(MLX2GGUF_SOURCE_DIR) / "tests/data/tokenizer/spm_bpe";
+  const fs::path fixture = test_paths::source_dir() / "tests/data/tokenizer/spm_bpe";
   TempDir tmp;
   fs::copy_file(fixture / "tokenizer.model", tmp / "tokenizer.model");
   const auto model = oracle::LlamaModel::load(write_vocab_gguf(tmp.path(), 0, tmp / "spm.gguf").string(), true);

@@ -8,6 +8,7 @@
 
 #include "read/model_folder.h"
 #include "read/test_support.h"
+#include "test_paths.h"
 #include "util/error.h"
 
 namespace mlx2gguf {
@@ -482,7 +483,7 @@ TEST(TokenizerMetadata, SentencePieceStyleWithoutPrefixNormalizer) {
   EXPECT_TRUE(boolean(convert(dir), "tokenizer.ggml.add_space_prefix"));
 }
 
-const std::filesystem::path kSpmFixture = std::filesystem::path(MLX2GGUF_SOURCE_DIR) / "tests/data/tokenizer/spm_bpe";
+const std::filesystem::path kSpmFixture = test_paths::source_dir() / "tests/data/tokenizer/spm_bpe";
 
 TEST(TokenizerMetadata, SentencePieceModelFile) {
   // tokenizer.model trained by spm_train (BPE, byte fallback, user-defined "<tool>", control "<ctl>").
