@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "encode/repack.h"
+#include "plan/general_metadata.h"
 #include "encode/row_encoder.h"
 #include "read/dequant.h"
 #include "util/cancel.h"
@@ -211,6 +212,17 @@ void log_adapter(const Adapter& adapter, MergeRule rule, const std::function<voi
   for (const auto& note : adapter.notes()) log("  note: " + note + "\n");
 }
 
+// general.description and general.finetune of a merged model name the adapter (general_metadata.h).
+void describe_merged_adapter(const Adapter& adapter, PlanOptions& options) {
+  options.merged_adapter_name = adapter.config_path().parent_path().filename().string();
+  options.merged_adapter =
+      adapter.type() == FineTuneType::Full
+          ? fmt::format("mlx-lm full fine-tune '{}' merged into the weights", adapter.weights_path().filename().string())
+          : fmt::format("mlx-lm {} adapter '{}/{}' merged into the weights (rank {}, scale {})",
+                        adapter.type() == FineTuneType::Dora ? "DoRA" : "LoRA", options.merged_adapter_name,
+                        adapter.weights_path().filename().string(), adapter.rank(), adapter.scale());
+}
+
 bool is_merged(const TensorRecipe& recipe) {
   for (const SourceTensor* source : recipe.sources)
     if (source->merge()) return true;
@@ -240,21 +252,26 @@ MergeSummary summarize_merge(const ConversionPlan& plan) {
 
 ConvertSummary convert(const ConvertOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  check_output_directory(options.outfile);
+  if (!options.outfile.empty()) check_output_directory(options.outfile);
 
   SourceModel model = SourceModel::open(options.model_dir);
   std::unique_ptr<Adapter> adapter;
+  PlanOptions plan_options = options.plan;
   if (options.adapter) {
     adapter = Adapter::open(*options.adapter, model);
     model.apply_adapter(*adapter, options.merge_rule);
     if (options.log) log_adapter(*adapter, options.merge_rule, options.log);
+    describe_merged_adapter(*adapter, plan_options);
   }
-  const ConversionPlan plan = make_plan(model, options.plan);
+  const ConversionPlan plan = make_plan(model, plan_options);
+  const std::filesystem::path outfile =
+      options.outfile.empty() ? std::filesystem::path(default_output_name(plan.metadata)) : options.outfile;
   if (options.log)
     options.log(fmt::format("{}: {} '{}' → {} tensors, {} metadata keys\n", options.model_dir.string(),
                             model.folder().model_type(), plan.metadata.get("general.architecture")->strings[0],
                             plan.tensors.size(), plan.metadata.entries().size()));
-  ConvertSummary summary = write_plan(plan, options.outfile, options.threads, options.log, options.allow_non_finite);
+  ConvertSummary summary =
+      write_plan(plan, outfile, options.threads, options.log, options.allow_non_finite, options.split);
   summary.merge = summarize_merge(plan);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
@@ -279,7 +296,8 @@ ConvertSummary convert_adapter(const ConvertAdapterOptions& options) {
 }
 
 ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::path& outfile, int threads_wanted,
-                          const std::function<void(const std::string&)>& log, bool allow_non_finite) {
+                          const std::function<void(const std::string&)>& log, bool allow_non_finite,
+                          const SplitLimits& split) {
   throw_if_cancelled();  // a signal during reading or planning: no file is created at all
   const auto start = std::chrono::steady_clock::now();
   std::vector<GgufTensorInfo> infos;
@@ -287,7 +305,7 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
     if (!can_encode(recipe.type)) fail("internal error: no encoder for {}", ggml_type_info(recipe.type).name);
     infos.push_back({recipe.name, recipe.ne(), recipe.type, 0});
   }
-  GgufWriter writer(outfile, plan.metadata, std::move(infos));
+  GgufSplitWriter writer(outfile, plan.metadata, std::move(infos), split);
 
   // Work items of about 1M elements, so memory stays bounded whatever the model size.
   std::vector<Chunk> chunks;
@@ -335,6 +353,8 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
     summary.parameters += elements;
   }
   summary.file_bytes = writer.file_size();
+  summary.outfile = writer.paths().front();
+  summary.files = writer.paths();
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
 }

@@ -8,18 +8,20 @@
 #include "plan/adapter_plan.h"
 #include "plan/planner.h"
 #include "read/adapter.h"
+#include "write/gguf_split.h"
 
 namespace mlx2gguf {
 
 struct ConvertOptions {
   std::filesystem::path model_dir;
-  std::filesystem::path outfile;
+  std::filesystem::path outfile;  // empty: llama.cpp's default name from the metadata, in the current directory
   PlanOptions plan;
   std::optional<AdapterLocation> adapter;  // a fine-tune to merge (--adapter-path / --adapter-file)
   MergeRule merge_rule = MergeRule::Float32;  // LikeMlxFuse: --fuse-requantize
   int threads = 0;  // 0 = all hardware threads
   std::function<void(const std::string&)> log;  // progress and summary lines (nullptr = silent)
   bool allow_non_finite = false;  // write NaN / infinite weights instead of refusing them (--allow-non-finite)
+  SplitLimits split;  // --split-max-size / --split-max-tensors: a split set in llama.cpp's layout
 };
 
 // Tensors written in one GGUF type.
@@ -45,6 +47,8 @@ struct ConvertSummary {
   uint64_t file_bytes = 0;
   int64_t parameters = 0;
   double seconds = 0;
+  std::filesystem::path outfile;  // the file written (the default name when none was given)
+  std::vector<std::filesystem::path> files;  // every file written: outfile, or the parts of a split set
   double bits_per_weight() const { return parameters ? 8.0 * static_cast<double>(file_bytes) / static_cast<double>(parameters) : 0; }
 };
 
@@ -67,7 +71,8 @@ ConvertSummary convert_adapter(const ConvertAdapterOptions& options);
 // value is an error naming its source tensor unless `allow_non_finite`. A SIGINT / SIGTERM (util/cancel.h) stops
 // the workers and throws Cancelled; the temporary file is removed either way.
 ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::path& outfile, int threads,
-                          const std::function<void(const std::string&)>& log, bool allow_non_finite = false);
+                          const std::function<void(const std::string&)>& log, bool allow_non_finite = false,
+                          const SplitLimits& split = {});
 
 // Rows [first, first + count) of the recipe's output, as float32 (row maps, column maps and value ops applied).
 void read_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, float* out);

@@ -189,26 +189,37 @@ TEST(Cli, InspectOfAMissingFileFails) {
   EXPECT_TRUE(contains(result.output, "absent.gguf")) << result.output;
 }
 
-TEST(Cli, OutfileDefaultsToTheFolderNameAndOutTypeInTheCurrentDirectory) {
+TEST(Cli, OutfileDefaultsToLlamaCppsNamingConventionInTheCurrentDirectory) {
   TempDir temp;
   const fs::path model = tiny_llama();
-  const std::string folder = model.filename().string();
-
+  ASSERT_EQ(model.filename().string(), "cli-llama-bf16");
+  // llama.cpp's rules (gguf-py metadata.py, utility.py naming_convention), with the MLX suffix "bf16" dropped:
+  // "cli-llama" is two plain words, too ambiguous for a basename, so the file is named {Name}-{SizeLabel}-{TYPE}
+  // with the name title-cased ("Cli Llama") and the size label counted from the weights.
+  const auto named = [&](const std::string& type) {
+    std::vector<fs::path> found;
+    const std::regex pattern("Cli-Llama-[0-9.]+[KMB]-" + type + "\\.gguf");
+    for (const auto& entry : fs::directory_iterator(temp.path()))
+      if (std::regex_match(entry.path().filename().string(), pattern)) found.push_back(entry.path());
+    return found;
+  };
   const auto explicit_type = run_in(temp.path(), {"convert", model.string(), "--outtype", "f16", "-q"});
   ASSERT_EQ(explicit_type.exit_code, 0) << explicit_type.output;
-  const fs::path f16 = temp / (folder + "-f16.gguf");
-  ASSERT_TRUE(fs::exists(f16)) << "no " << f16;
-  EXPECT_EQ(GgufFile::read(f16).metadata.get("general.file_type")->ints.at(0), 1);
+  ASSERT_EQ(named("F16").size(), 1u);
+  const GgufFile f16 = GgufFile::read(named("F16").front());
+  EXPECT_EQ(f16.metadata.get("general.file_type")->ints.at(0), 1);
+  EXPECT_EQ(named("F16").front().filename().string(),
+            "Cli-Llama-" + f16.metadata.get("general.size_label")->strings.at(0) + "-F16.gguf");
 
   // A folder typed with a trailing separator (as shell completion leaves it) names the file the same way.
   const auto slash = run_in(temp.path(), {"convert", model.string() + "/", "--outtype", "f32", "-q"});
   ASSERT_EQ(slash.exit_code, 0) << slash.output;
-  EXPECT_TRUE(fs::exists(temp / (folder + "-f32.gguf")));
+  EXPECT_EQ(named("F32").size(), 1u);
 
-  // With the default outtype (auto), the file is named after the folder alone.
+  // The default outtype (auto) of a bf16 folder writes BF16, and says so in the name.
   const auto default_type = run_in(temp.path(), {"convert", model.string(), "-q"});
   ASSERT_EQ(default_type.exit_code, 0) << default_type.output;
-  EXPECT_TRUE(fs::exists(temp / (folder + ".gguf")));
+  EXPECT_EQ(named("BF16").size(), 1u);
   EXPECT_EQ(std::distance(fs::directory_iterator(temp.path()), fs::directory_iterator()), 3);
 }
 

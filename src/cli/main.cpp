@@ -11,6 +11,8 @@
 #include "util/cancel.h"
 #include "util/error.h"
 #include "write/gguf_file.h"
+#include "write/gguf_split.h"
+#include "write/ollama_modelfile.h"
 
 namespace {
 
@@ -20,6 +22,10 @@ using namespace mlx2gguf;
 void print_summary(const std::string& outfile, const ConvertSummary& summary) {
   fmt::print(stderr, "wrote {} ({:.1f} MiB, {:.2f} bits per weight) in {:.1f} s\n", outfile,
              summary.file_bytes / 1048576.0, summary.bits_per_weight(), summary.seconds);
+  if (summary.files.size() > 1) {
+    fmt::print(stderr, "  split into {} files; llama.cpp loads the set from the first:\n", summary.files.size());
+    for (const auto& file : summary.files) fmt::print(stderr, "    {}\n", file.string());
+  }
   for (const auto& [type, s] : summary.types) {
     const double bpw = s.elements ? 8.0 * static_cast<double>(s.bytes) / static_cast<double>(s.elements) : 0.0;
     fmt::print(stderr, "  {:<6} {:5d} tensors {:>14L} weights {:6.2f} bits/weight\n", type, s.tensors, s.elements, bpw);
@@ -42,8 +48,11 @@ void print_summary(const std::string& outfile, const ConvertSummary& summary) {
 }
 
 struct ConvertArgs {
-  std::string model_dir, outfile, outtype = "auto", tokenizer_pre, name, adapter_path, adapter_file;
+  std::string model_dir, outfile, outtype = "auto", tokenizer_pre, name, adapter_path, adapter_file, metadata_file;
   bool fuse_requantize = false;
+  bool modelfile = false;
+  std::string split_max_size;
+  int64_t split_max_tensors = 0;
   int threads = 0;
   bool quiet = false;
   bool allow_non_finite = false;
@@ -67,23 +76,26 @@ int run_convert(const ConvertArgs& args) {
   options.plan.out_type = *out_type;
   if (!args.tokenizer_pre.empty()) options.plan.tokenizer_pre = args.tokenizer_pre;
   if (!args.name.empty()) options.plan.name = args.name;
-  if (outfile.empty()) {
-    std::filesystem::path folder_path = std::filesystem::absolute(model_dir).lexically_normal();
-    if (folder_path.filename().empty()) folder_path = folder_path.parent_path();  // "models/Foo/" names "Foo"
-    const std::string folder = folder_path.filename().string();
-    outfile = *out_type == OutType::Auto ? folder + ".gguf" : fmt::format("{}-{}.gguf", folder, out_type_name(*out_type));
-  }
-  options.outfile = outfile;
+  options.plan.metadata_file = args.metadata_file;
+  if (!args.split_max_size.empty()) options.split.max_bytes = parse_split_size(args.split_max_size);
+  if (args.split_max_tensors < 0) fail("--split-max-tensors must be positive, got {}", args.split_max_tensors);
+  options.split.max_tensors = args.split_max_tensors;
+  options.outfile = outfile;  // empty: llama.cpp's default name, from the metadata
   options.threads = args.threads;
   options.allow_non_finite = args.allow_non_finite;
   if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
   const ConvertSummary summary = convert(options);
-  if (!args.quiet) print_summary(outfile, summary);
+  if (!args.quiet) print_summary(summary.outfile.string(), summary);
+  if (args.modelfile) {
+    const ModelfileSpec spec{modelfile_path_for(summary.outfile), summary.files, std::nullopt};
+    write_modelfile(spec, GgufSplitSet::open(summary.outfile).metadata());
+    if (!args.quiet) fmt::print(stderr, "wrote {} (ollama create NAME -f {})\n", spec.modelfile.string(), spec.modelfile.string());
+  }
   return 0;
 }
 
 struct ConvertAdapterArgs {
-  std::string adapter_path, adapter_file, base, outfile, outtype = "f32", name;
+  std::string adapter_path, adapter_file, base, outfile, outtype = "f32", name, modelfile_base;
   int threads = 0;
   bool quiet = false;
   bool allow_non_finite = false;
@@ -110,6 +122,12 @@ int run_convert_adapter(const ConvertAdapterArgs& args) {
   if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
   const ConvertSummary summary = convert_adapter(options);
   if (!args.quiet) print_summary(outfile, summary);
+  if (!args.modelfile_base.empty()) {
+    const GgufSplitSet base = GgufSplitSet::open(args.modelfile_base);
+    const ModelfileSpec spec{modelfile_path_for(outfile), base.paths, std::filesystem::path(outfile)};
+    write_modelfile(spec, base.metadata());
+    if (!args.quiet) fmt::print(stderr, "wrote {} (ollama create NAME -f {})\n", spec.modelfile.string(), spec.modelfile.string());
+  }
   return 0;
 }
 
@@ -129,23 +147,34 @@ nlohmann::json value_to_json(const GgufValue& value) {
 }
 
 int run_inspect(const std::string& path, bool json, bool full) {
-  const GgufFile file = GgufFile::read(path);
+  const GgufSplitSet set = GgufSplitSet::open(path);
+  const GgufFile& file = set.parts.front();
   if (json) {
     nlohmann::json out;
     out["version"] = file.version;
     out["metadata"] = nlohmann::json::object();
     for (const auto& entry : file.metadata.entries()) out["metadata"][entry.key] = value_to_json(entry.value);
     out["tensors"] = nlohmann::json::array();
-    for (const auto& tensor : file.tensors)
+    for (const auto& [tensor, part, offset] : set.tensors) {
       out["tensors"].push_back({{"name", tensor.name}, {"type", ggml_type_info(tensor.type).name}, {"ne", tensor.ne},
-                                {"offset", file.data_start + tensor.offset}, {"bytes", tensor.size_bytes()}});
+                                {"offset", offset}, {"bytes", tensor.size_bytes()}});
+      if (set.parts.size() > 1) out["tensors"].back()["file"] = part;
+    }
+    if (set.parts.size() > 1)
+      for (const auto& part_path : set.paths) out["files"].push_back(part_path.string());
     // GGUF strings are bytes: ones that are not UTF-8 (names, templates of a damaged file) are shown as U+FFFD rather
     // than making the listing fail.
     std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return 0;
   }
   fmt::print("{}: GGUF v{}, {} metadata keys, {} tensors, {:.1f} MiB\n", path, file.version, file.metadata.entries().size(),
-             file.tensors.size(), file.file_size / 1048576.0);
+             set.tensors.size(), set.total_bytes() / 1048576.0);
+  if (set.parts.size() > 1) {
+    fmt::print("split set of {} files:\n", set.parts.size());
+    for (size_t p = 0; p < set.parts.size(); ++p)
+      fmt::print("  {} ({} tensors, {:.1f} MiB)\n", set.paths[p].string(), set.parts[p].tensors.size(),
+                 set.parts[p].file_size / 1048576.0);
+  }
   fmt::print("\nmetadata:\n");
   for (const auto& entry : file.metadata.entries()) {
     const std::string type = entry.value.is_array()
@@ -154,7 +183,7 @@ int run_inspect(const std::string& path, bool json, bool full) {
     fmt::print("  {:<48} {:<12} {}\n", entry.key, type, entry.value.to_string(full));
   }
   fmt::print("\ntensors:\n  {:<40} {:<8} {:<24} {:>12}\n", "name", "type", "ne", "bytes");
-  for (const auto& tensor : file.tensors) {
+  for (const auto& [tensor, part, offset] : set.tensors) {
     std::string ne = "{";
     for (size_t i = 0; i < tensor.ne.size(); ++i) ne += (i ? ", " : "") + std::to_string(tensor.ne[i]);
     ne += "}";
@@ -175,7 +204,9 @@ int main(int argc, char** argv) {
   auto* convert_cmd = app.add_subcommand("convert", "Convert an mlx-lm model folder to a GGUF file");
   convert_cmd->add_option("MODEL_DIR", c.model_dir, "mlx-lm model folder (config.json, *.safetensors, tokenizer files)")
       ->required();
-  convert_cmd->add_option("--outfile,-o", c.outfile, "Output GGUF path (default: <folder>.gguf for auto, else <folder>-<outtype>.gguf, here)");
+  convert_cmd->add_option("--outfile,-o", c.outfile,
+                          "Output GGUF path (default, as llama.cpp names files: {Basename}-{SizeLabel}-{Finetune}-"
+                          "{Version}-{TYPE}.gguf, here)");
   convert_cmd->add_option("--outtype", c.outtype,
                           "auto: MLX-quantized weights kept losslessly (affine 2-4 bit as q4_1, 5-bit as q5_1, "
                           "mxfp4, nvfp4; others q8_0), unquantized ones in the source's 16-bit type. Or f32, f16, "
@@ -186,7 +217,13 @@ int main(int argc, char** argv) {
   convert_cmd->add_option("--tokenizer-pre", c.tokenizer_pre,
                           "Pre-tokenizer name for tokenizer.ggml.pre when the tokenizer.json regex is not recognised "
                           "(e.g. llama-bpe, qwen2, qwen35)");
-  convert_cmd->add_option("--name", c.name, "general.name of the model (default: derived from the folder name)");
+  convert_cmd->add_option("--name", c.name,
+                          "general.name of the model (default: the model card's, else derived from config.json's "
+                          "_name_or_path or the folder name as llama.cpp derives it)");
+  convert_cmd->add_option("--metadata", c.metadata_file,
+                          "JSON file of general.* overrides in llama.cpp's --metadata format (general.name, "
+                          "general.sampling.temp, general.base_models, general.tags, ...)")
+      ->check(CLI::ExistingFile);
   convert_cmd->add_option("--adapter-path", c.adapter_path,
                           "Merge an mlx-lm fine-tune: the folder mlx_lm.lora wrote (adapter_config.json + "
                           "adapters.safetensors), or one of its weights files (e.g. 0000100_adapters.safetensors). "
@@ -198,10 +235,18 @@ int main(int argc, char** argv) {
                         "Merge as mlx_lm.fuse does (in the module's dtype) and re-quantize merged tensors of a "
                         "quantized base at its own quantization, then repack them losslessly: the file equals the "
                         "conversion of the folder mlx_lm.fuse would write");
+  convert_cmd->add_option("--split-max-size", c.split_max_size,
+                          "Split the output into files of at most this much tensor data (e.g. 50G, 500M; K/M/G are "
+                          "powers of 1000), named <outfile>-00001-of-0000N.gguf as llama.cpp's tools name them; "
+                          "llama.cpp loads the set from the first file");
+  convert_cmd->add_option("--split-max-tensors", c.split_max_tensors, "Split the output into files of at most N tensors");
   convert_cmd->add_option("--threads,-t", c.threads, "Worker threads (default: all cores)");
   convert_cmd->add_flag("--allow-non-finite", c.allow_non_finite,
                         "Write NaN or infinite weights, scales or biases instead of refusing them (the GGUF will "
                         "compute NaN wherever they are used)");
+  convert_cmd->add_flag("--modelfile", c.modelfile,
+                        "Also write an Ollama Modelfile next to the output (<outfile>.Modelfile): FROM the file, the "
+                        "model's sampling defaults and stop tokens as PARAMETERs, RENDERER/PARSER for Qwen3.5/3.6");
   convert_cmd->add_flag("--quiet,-q", c.quiet, "No progress or summary output");
 
   ConvertAdapterArgs a;
@@ -219,6 +264,10 @@ int main(int argc, char** argv) {
   adapter_cmd->add_option("--name", a.name, "general.name of the adapter (default: the adapter folder's name)");
   adapter_cmd->add_option("--threads,-t", a.threads, "Worker threads (default: all cores)");
   adapter_cmd->add_flag("--allow-non-finite", a.allow_non_finite, "Write NaN or infinite adapter weights instead of refusing them");
+  adapter_cmd->add_option("--modelfile", a.modelfile_base,
+                          "Also write an Ollama Modelfile next to the output applying the adapter (ADAPTER) to this "
+                          "base GGUF (FROM), with the base's sampling defaults and stop tokens")
+      ->check(CLI::ExistingFile);
   adapter_cmd->add_flag("--quiet,-q", a.quiet, "No progress or summary output");
 
   std::string inspect_path;

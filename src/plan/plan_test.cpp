@@ -188,38 +188,7 @@ TEST(PlanCompleteness, UnsupportedModelTypeIsRejectedListingTheSupportedOnes) {
 
 // ---- general.* --------------------------------------------------------------------------------------------------
 
-TEST(GeneralMetadata, NamePartsComeFromTheFolderName) {
-  TempDir temp;
-  const auto p = plan_model(write_model(temp, "TinyLlama-1.1B-Chat-v1.0-bf16", llama_spec()));
-  EXPECT_TRUE(is_str(*p, "general.architecture", "llama"));
-  EXPECT_TRUE(is_str(*p, "general.type", "model"));
-  EXPECT_TRUE(is_str(*p, "general.name", "TinyLlama-1.1B-Chat-v1.0"));
-  EXPECT_TRUE(is_str(*p, "general.basename", "TinyLlama"));
-  EXPECT_TRUE(is_str(*p, "general.size_label", "1.1B"));
-  EXPECT_TRUE(is_str(*p, "general.finetune", "Chat"));
-  EXPECT_TRUE(is_str(*p, "general.version", "v1.0"));
-  EXPECT_TRUE(is_u32(*p, "general.quantization_version", 2));
-}
-
-TEST(GeneralMetadata, FolderGivenWithATrailingSeparatorKeepsItsName) {
-  TempDir temp;
-  const fs::path dir = write_model(temp, "TinyLlama-1.1B-Chat-v1.0-bf16", llama_spec());
-  const auto p = plan_model(dir.string() + "/");
-  EXPECT_TRUE(is_str(*p, "general.name", "TinyLlama-1.1B-Chat-v1.0"));
-  EXPECT_TRUE(is_str(*p, "general.size_label", "1.1B"));
-}
-
-TEST(GeneralMetadata, NameOptionOverridesTheFolderName) {
-  TempDir temp;
-  const fs::path dir = write_model(temp, "TinyLlama-1.1B-Chat-v1.0-bf16", llama_spec());
-  PlanOptions options;
-  options.name = "Custom-3B-Base";
-  Planned p(dir, options);
-  EXPECT_TRUE(is_str(p, "general.name", "Custom-3B-Base"));
-  EXPECT_TRUE(is_str(p, "general.basename", "Custom"));
-  EXPECT_TRUE(is_str(p, "general.size_label", "3B"));
-  EXPECT_TRUE(is_str(p, "general.finetune", "Base"));
-}
+// Names, model card, sampling and overrides: general_metadata_test.cpp.
 
 TEST(GeneralMetadata, SizeLabelIsCountedWhenTheNameHasNone) {
   TempDir temp;
@@ -235,7 +204,7 @@ TEST(GeneralMetadata, SizeLabelIsCountedWhenTheNameHasNone) {
   ASSERT_EQ(vocab, 303);
   ASSERT_EQ(total, 423296);
   EXPECT_TRUE(is_str(*p, "general.size_label", "423K"));
-  EXPECT_TRUE(is_str(*p, "general.name", "tiny"));
+  EXPECT_TRUE(is_str(*p, "general.name", "Tiny"));  // llama.cpp titles lowercase words
   EXPECT_FALSE(p->plan.metadata.has("general.finetune"));
   EXPECT_FALSE(p->plan.metadata.has("general.version"));
 }
@@ -248,49 +217,6 @@ TEST(GeneralMetadata, FileTypeCodeFollowsTheOutType) {
   EXPECT_TRUE(is_u32(*plan_model(dir, OutType::BF16), "general.file_type", 32));
   EXPECT_TRUE(is_u32(*plan_model(dir, OutType::Q8_0), "general.file_type", 7));
   EXPECT_TRUE(is_u32(*plan_model(dir, OutType::Auto), "general.file_type", 32));  // bf16 source
-}
-
-TEST(ParseModelName, SplitsMistralStyleNames) {
-  const ModelNameParts parts = parse_model_name("Mistral-7B-Instruct-v0.3-4bit");
-  EXPECT_EQ(parts.name, "Mistral-7B-Instruct-v0.3");
-  EXPECT_EQ(parts.basename, "Mistral");
-  EXPECT_EQ(parts.size_label, "7B");
-  EXPECT_EQ(parts.finetune, "Instruct");
-  EXPECT_EQ(parts.version, "v0.3");
-}
-
-TEST(ParseModelName, KeepsTheActiveParameterCountOfMoeSizes) {
-  const ModelNameParts parts = parse_model_name("Qwen3.6-35B-A3B-8bit");
-  EXPECT_EQ(parts.name, "Qwen3.6-35B-A3B");
-  EXPECT_EQ(parts.basename, "Qwen3.6");
-  EXPECT_EQ(parts.size_label, "35B-A3B");
-  EXPECT_EQ(parts.finetune, "");
-  EXPECT_EQ(parts.version, "");
-}
-
-TEST(ParseModelName, HandlesMultiPartBasenamesExpertCountsAndSeveralSuffixes) {
-  const ModelNameParts llama = parse_model_name("Meta-Llama-3.1-8B-Instruct-mlx-bf16");
-  EXPECT_EQ(llama.name, "Meta-Llama-3.1-8B-Instruct");
-  EXPECT_EQ(llama.basename, "Meta-Llama-3.1");
-  EXPECT_EQ(llama.size_label, "8B");
-  EXPECT_EQ(llama.finetune, "Instruct");
-
-  const ModelNameParts mixtral = parse_model_name("Mixtral-8x7B-Instruct-v0.1-4bit");
-  EXPECT_EQ(mixtral.basename, "Mixtral");
-  EXPECT_EQ(mixtral.size_label, "8x7B");
-  EXPECT_EQ(mixtral.version, "v0.1");
-
-  const ModelNameParts small = parse_model_name("SmolLM2-135M-Instruct");
-  EXPECT_EQ(small.size_label, "135M");
-  EXPECT_EQ(small.basename, "SmolLM2");
-}
-
-TEST(ParseModelName, NameWithoutSizeIsAllBasename) {
-  const ModelNameParts parts = parse_model_name("my-finetune-4bit");
-  EXPECT_EQ(parts.name, "my-finetune");
-  EXPECT_EQ(parts.basename, "my-finetune");
-  EXPECT_EQ(parts.size_label, "");
-  EXPECT_EQ(parts.finetune, "");
 }
 
 TEST(FormatParameterCount, UsesTheLargestScaleWithAtLeastTwoSignificantDigits) {

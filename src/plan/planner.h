@@ -1,5 +1,6 @@
 #pragma once
 // Plans a conversion: architecture mapping, tokenizer and general metadata, and the type of every tensor.
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ struct PlanOptions {
   OutType out_type = OutType::Auto;
   std::optional<std::string> tokenizer_pre;  // overrides pre-tokenizer detection
   std::optional<std::string> name;           // general.name; default from the folder name
+  std::filesystem::path metadata_file;       // general.* overrides in llama.cpp's --metadata JSON format
+  std::string merged_adapter;                // description of an adapter merged into the weights ("" = none)
+  std::string merged_adapter_name;           // its name, appended to general.finetune
 };
 
 ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options);

@@ -14,9 +14,16 @@ namespace {
 
 std::atomic<int> requested_signal{0};
 
-// The handler may only use async-signal-safe calls, so the path lives in a fixed buffer guarded by a flag.
-char cleanup_path[4096];
-std::atomic<bool> cleanup_armed{false};
+// The handler may only use async-signal-safe calls, so each tracked path lives in a buffer that is allocated once and
+// never freed, guarded by its slot's state: the handler reads only armed slots.
+enum SlotState : int { kFree = 0, kBusy = 1, kArmed = 2 };
+constexpr size_t kCleanupSlots = 1024;  // a split output writes one temporary file per part
+constexpr size_t kPathBytes = 4096;
+struct CleanupSlot {
+  std::atomic<int> state{kFree};
+  char* path = nullptr;
+};
+CleanupSlot cleanup_slots[kCleanupSlots];
 
 void write_stderr(const char* text) {
   const ssize_t ignored = ::write(STDERR_FILENO, text, std::strlen(text));
@@ -29,7 +36,8 @@ void on_cancel_signal(int signal_number) {
     write_stderr("\ncancelling: stopping the workers and removing the temporary file (signal again to stop at once)\n");
     return;
   }
-  if (cleanup_armed.load()) ::unlink(cleanup_path);
+  for (auto& slot : cleanup_slots)
+    if (slot.state.load() == kArmed) ::unlink(slot.path);
   ::_exit(128 + signal_number);
 }
 
@@ -60,14 +68,26 @@ void throw_if_cancelled() {
 }
 
 void set_cancel_cleanup_path(const std::string& path) {
-  cleanup_armed.store(false);
-  if (path.size() >= sizeof(cleanup_path)) return;  // too long to track: the first-signal path still cleans up
-  std::memcpy(cleanup_path, path.c_str(), path.size() + 1);
-  cleanup_armed.store(true);
+  if (path.empty() || path.size() >= kPathBytes) return;  // too long to track: the first-signal path still cleans up
+  for (auto& slot : cleanup_slots) {
+    int expected = kFree;
+    if (!slot.state.compare_exchange_strong(expected, kBusy)) continue;
+    if (slot.path == nullptr) slot.path = new char[kPathBytes];
+    std::memcpy(slot.path, path.c_str(), path.size() + 1);
+    slot.state.store(kArmed);
+    return;
+  }
 }
 
 void clear_cancel_cleanup_path(const std::string& path) {
-  if (cleanup_armed.load() && path == cleanup_path) cleanup_armed.store(false);
+  for (auto& slot : cleanup_slots) {
+    if (slot.state.load() != kArmed || path != slot.path) continue;
+    int expected = kArmed;
+    if (slot.state.compare_exchange_strong(expected, kBusy)) {
+      slot.state.store(kFree);
+      return;
+    }
+  }
 }
 
 }  // namespace mlx2gguf

@@ -26,8 +26,8 @@ void install_cancel_handlers();
 // Throws Cancelled when a signal asked to stop. Cheap: one atomic load.
 void throw_if_cancelled();
 
-// The temporary file the second-signal path removes (nullptr or "": none). Only one is tracked: the file the
-// running conversion writes.
+// Temporary files the second-signal path removes: every file being written (one per part of a split output, up to
+// 1024) is registered until it is renamed or removed.
 void set_cancel_cleanup_path(const std::string& path);
 void clear_cancel_cleanup_path(const std::string& path);
 

@@ -221,16 +221,32 @@ void GgufWriter::write(size_t index, uint64_t offset, std::span<const uint8_t> b
 }
 
 void GgufWriter::commit() {
+  flush();
+  throw_if_cancelled();  // the last moment a stop request can still leave the previous output in place
+  publish();
+}
+
+void GgufWriter::flush() {
+  if (fd_ < 0) return;
   if (::fsync(fd_) != 0) fail("cannot flush '{}': {}", temp_path_.string(), std::strerror(errno));
   ::close(fd_);
   fd_ = -1;
-  throw_if_cancelled();  // the last moment a stop request can still leave the previous output in place
+}
+
+void GgufWriter::publish() {
+  flush();
   std::error_code ec;
   std::filesystem::rename(temp_path_, path_, ec);
   if (ec) fail("cannot rename '{}' to '{}': {}", temp_path_.string(), path_.string(), ec.message());
   committed_ = true;
   clear_cancel_cleanup_path(temp_path_.string());
   sync_directory(path_);
+}
+
+void GgufWriter::unpublish() {
+  if (!committed_) return;
+  std::error_code ec;
+  std::filesystem::remove(path_, ec);
 }
 
 namespace {

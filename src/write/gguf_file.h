@@ -41,6 +41,12 @@ class GgufWriter {
   void write(size_t index, uint64_t offset, std::span<const uint8_t> bytes);
   // Flushes and atomically renames the temporary file to the final path, then flushes the directory entry.
   void commit();
+  // commit() in two steps, for a set of files published together (split outputs): flush every file first, then
+  // rename them all. publish() also flushes the directory entry.
+  void flush();
+  void publish();
+  // Removes a published file again (a later file of its set could not be published).
+  void unpublish();
 
  private:
   std::filesystem::path path_;
