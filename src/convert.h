@@ -8,6 +8,7 @@
 #include "plan/adapter_plan.h"
 #include "plan/planner.h"
 #include "read/adapter.h"
+#include "report/plan_table.h"
 
 namespace mlx2gguf {
 
@@ -20,6 +21,7 @@ struct ConvertOptions {
   int threads = 0;  // 0 = all hardware threads
   std::function<void(const std::string&)> log;  // progress and summary lines (nullptr = silent)
   bool allow_non_finite = false;  // write NaN / infinite weights instead of refusing them (--allow-non-finite)
+  bool dry_run = false;  // plan only: the summary describes the file without writing it (--dry-run)
 };
 
 // Tensors written in one GGUF type.
@@ -45,6 +47,8 @@ struct ConvertSummary {
   uint64_t file_bytes = 0;
   int64_t parameters = 0;
   double seconds = 0;
+  std::vector<PlannedTensor> tensors;  // every tensor of the file, in file order
+  bool written = false;                // false for a dry run
   double bits_per_weight() const { return parameters ? 8.0 * static_cast<double>(file_bytes) / static_cast<double>(parameters) : 0; }
 };
 
@@ -58,6 +62,7 @@ struct ConvertAdapterOptions {
   int threads = 0;
   std::function<void(const std::string&)> log;
   bool allow_non_finite = false;
+  bool dry_run = false;
 };
 
 // Writes an mlx-lm LoRA fine-tune as a GGUF LoRA adapter for the GGUF `convert` writes from the base folder.

@@ -8,6 +8,8 @@
 #include <iostream>
 
 #include "convert.h"
+#include "read/hf_cache.h"
+#include "report/summary.h"
 #include "util/cancel.h"
 #include "util/error.h"
 #include "write/gguf_file.h"
@@ -20,11 +22,7 @@ using namespace mlx2gguf;
 void print_summary(const std::string& outfile, const ConvertSummary& summary) {
   fmt::print(stderr, "wrote {} ({:.1f} MiB, {:.2f} bits per weight) in {:.1f} s\n", outfile,
              summary.file_bytes / 1048576.0, summary.bits_per_weight(), summary.seconds);
-  for (const auto& [type, s] : summary.types) {
-    const double bpw = s.elements ? 8.0 * static_cast<double>(s.bytes) / static_cast<double>(s.elements) : 0.0;
-    fmt::print(stderr, "  {:<6} {:5d} tensors {:>14L} weights {:6.2f} bits/weight\n", type, s.tensors, s.elements, bpw);
-    for (const auto& [note, count] : s.notes) fmt::print(stderr, "         {:5d} × {}\n", count, note);
-  }
+  std::fputs(render_type_lines(summary).c_str(), stderr);
   const MergeSummary& merge = summary.merge;
   if (merge.tensors > 0)
     fmt::print(stderr, "  merged with the adapter: {} tensors, {:.1f} MiB\n", merge.tensors, merge.bytes / 1048576.0);
@@ -41,22 +39,36 @@ void print_summary(const std::string& outfile, const ConvertSummary& summary) {
   }
 }
 
+// --json: the summary as JSON on stdout; --dry-run: the plan as a table on stdout; else the summary on stderr.
+void report(const std::string& outfile, const ConvertSummary& summary, bool json, bool quiet) {
+  if (json)
+    std::cout << summary_json(outfile, summary).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  else if (!summary.written)
+    std::fputs(render_plan(outfile, summary).c_str(), stdout);
+  else if (!quiet)
+    print_summary(outfile, summary);
+}
+
 struct ConvertArgs {
   std::string model_dir, outfile, outtype = "auto", tokenizer_pre, name, adapter_path, adapter_file;
   bool fuse_requantize = false;
+  bool dry_run = false, json = false;
   int threads = 0;
   bool quiet = false;
   bool allow_non_finite = false;
 };
 
 int run_convert(const ConvertArgs& args) {
-  const std::string& model_dir = args.model_dir;
+  // MODEL_DIR and --adapter-path may be Hugging Face repo ids of cached downloads.
+  const ModelLocation model = resolve_model_location(args.model_dir, "model folder");
+  const std::string model_dir = model.dir.string();
   const std::string& outtype = args.outtype;
   std::string outfile = args.outfile;
   ConvertOptions options;
   options.model_dir = model_dir;
+  options.plan.source_name = model.repo_id.empty() ? "" : model.name;
   if (!args.adapter_path.empty()) {
-    options.adapter = AdapterLocation{args.adapter_path, std::nullopt};
+    options.adapter = AdapterLocation{resolve_model_location(args.adapter_path, "adapter folder").dir, std::nullopt};
     if (!args.adapter_file.empty()) options.adapter->weights_file = args.adapter_file;
     if (args.fuse_requantize) options.merge_rule = MergeRule::LikeMlxFuse;
   } else if (!args.adapter_file.empty() || args.fuse_requantize) {
@@ -68,22 +80,21 @@ int run_convert(const ConvertArgs& args) {
   if (!args.tokenizer_pre.empty()) options.plan.tokenizer_pre = args.tokenizer_pre;
   if (!args.name.empty()) options.plan.name = args.name;
   if (outfile.empty()) {
-    std::filesystem::path folder_path = std::filesystem::absolute(model_dir).lexically_normal();
-    if (folder_path.filename().empty()) folder_path = folder_path.parent_path();  // "models/Foo/" names "Foo"
-    const std::string folder = folder_path.filename().string();
+    const std::string& folder = model.name;
     outfile = *out_type == OutType::Auto ? folder + ".gguf" : fmt::format("{}-{}.gguf", folder, out_type_name(*out_type));
   }
   options.outfile = outfile;
   options.threads = args.threads;
   options.allow_non_finite = args.allow_non_finite;
   if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
-  const ConvertSummary summary = convert(options);
-  if (!args.quiet) print_summary(outfile, summary);
+  options.dry_run = args.dry_run;
+  report(outfile, convert(options), args.json, args.quiet);
   return 0;
 }
 
 struct ConvertAdapterArgs {
   std::string adapter_path, adapter_file, base, outfile, outtype = "f32", name;
+  bool dry_run = false, json = false;
   int threads = 0;
   bool quiet = false;
   bool allow_non_finite = false;
@@ -91,16 +102,20 @@ struct ConvertAdapterArgs {
 
 int run_convert_adapter(const ConvertAdapterArgs& args) {
   ConvertAdapterOptions options;
-  options.base_dir = args.base;
-  options.adapter = AdapterLocation{args.adapter_path, std::nullopt};
+  options.base_dir = resolve_model_location(args.base, "base model folder").dir;
+  const ModelLocation adapter = resolve_model_location(args.adapter_path, "adapter folder");
+  options.adapter = AdapterLocation{adapter.dir, std::nullopt};
   if (!args.adapter_file.empty()) options.adapter.weights_file = args.adapter_file;
   const auto out_type = parse_out_type(args.outtype);
   if (!out_type) fail("--outtype '{}' is not one of f32, f16, bf16, q8_0", args.outtype);
   options.plan.out_type = *out_type;
   if (!args.name.empty()) options.plan.name = args.name;
+  else if (!adapter.repo_id.empty()) options.plan.name = adapter.name;
   std::string outfile = args.outfile;
-  if (outfile.empty()) {
-    std::filesystem::path folder = std::filesystem::absolute(args.adapter_path).lexically_normal();
+  if (outfile.empty() && !adapter.repo_id.empty()) {
+    outfile = fmt::format("{}-lora-{}.gguf", adapter.name, out_type_name(*out_type));
+  } else if (outfile.empty()) {
+    std::filesystem::path folder = std::filesystem::absolute(adapter.dir).lexically_normal();
     if (std::filesystem::is_regular_file(folder) || folder.filename().empty()) folder = folder.parent_path();
     outfile = fmt::format("{}-lora-{}.gguf", folder.filename().string(), out_type_name(*out_type));
   }
@@ -108,8 +123,8 @@ int run_convert_adapter(const ConvertAdapterArgs& args) {
   options.threads = args.threads;
   options.allow_non_finite = args.allow_non_finite;
   if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
-  const ConvertSummary summary = convert_adapter(options);
-  if (!args.quiet) print_summary(outfile, summary);
+  options.dry_run = args.dry_run;
+  report(outfile, convert_adapter(options), args.json, args.quiet);
   return 0;
 }
 
@@ -173,7 +188,10 @@ int main(int argc, char** argv) {
 
   ConvertArgs c;
   auto* convert_cmd = app.add_subcommand("convert", "Convert an mlx-lm model folder to a GGUF file");
-  convert_cmd->add_option("MODEL_DIR", c.model_dir, "mlx-lm model folder (config.json, *.safetensors, tokenizer files)")
+  convert_cmd->add_option("MODEL_DIR", c.model_dir,
+                          "mlx-lm model folder (config.json, *.safetensors, tokenizer files), or the Hugging Face "
+                          "repo id of one already downloaded (org/name[@revision], looked up in $HF_HUB_CACHE, "
+                          "$HF_HOME/hub or ~/.cache/huggingface/hub; nothing is downloaded)")
       ->required();
   convert_cmd->add_option("--outfile,-o", c.outfile, "Output GGUF path (default: <folder>.gguf for auto, else <folder>-<outtype>.gguf, here)");
   convert_cmd->add_option("--outtype", c.outtype,
@@ -203,6 +221,10 @@ int main(int argc, char** argv) {
                         "Write NaN or infinite weights, scales or biases instead of refusing them (the GGUF will "
                         "compute NaN wherever they are used)");
   convert_cmd->add_flag("--quiet,-q", c.quiet, "No progress or summary output");
+  convert_cmd->add_flag("--dry-run", c.dry_run,
+                        "Print the plan (every tensor's source, transform, GGUF type and size; the total; which "
+                        "tensors repack losslessly and why others do not) without writing anything");
+  convert_cmd->add_flag("--json", c.json, "Print the run summary (or the --dry-run plan) as JSON on stdout");
 
   ConvertAdapterArgs a;
   auto* adapter_cmd = app.add_subcommand(
@@ -220,6 +242,8 @@ int main(int argc, char** argv) {
   adapter_cmd->add_option("--threads,-t", a.threads, "Worker threads (default: all cores)");
   adapter_cmd->add_flag("--allow-non-finite", a.allow_non_finite, "Write NaN or infinite adapter weights instead of refusing them");
   adapter_cmd->add_flag("--quiet,-q", a.quiet, "No progress or summary output");
+  adapter_cmd->add_flag("--dry-run", a.dry_run, "Print the plan without writing anything");
+  adapter_cmd->add_flag("--json", a.json, "Print the run summary (or the --dry-run plan) as JSON on stdout");
 
   std::string inspect_path;
   bool json = false, full = false;

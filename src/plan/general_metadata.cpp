@@ -139,11 +139,12 @@ uint32_t file_type_code(const ConversionPlan& plan) {
   }
 }
 
-void add_general_metadata(const SourceModel& model, const std::string& name_override, ConversionPlan& plan) {
+void add_general_metadata(const SourceModel& model, const std::string& name_override, ConversionPlan& plan,
+                          const std::string& source_name) {
   // parent_path() drops the empty last element a trailing separator leaves ("models/Foo/" names "Foo").
   std::filesystem::path folder = std::filesystem::absolute(model.folder().dir()).lexically_normal();
   if (folder.filename().empty()) folder = folder.parent_path();
-  const std::string folder_name = folder.filename().string();
+  const std::string folder_name = source_name.empty() ? folder.filename().string() : source_name;
   ModelNameParts parts = parse_model_name(name_override.empty() ? folder_name : name_override);
   if (!name_override.empty()) parts.name = name_override;
 

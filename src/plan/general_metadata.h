@@ -26,6 +26,7 @@ std::string size_label(int64_t total_parameters, int64_t expert_parameters, int6
 // llama_ftype code for general.file_type from the dominant tensor type of the plan.
 uint32_t file_type_code(const ConversionPlan& plan);
 
-void add_general_metadata(const SourceModel& model, const std::string& name_override, ConversionPlan& plan);
+void add_general_metadata(const SourceModel& model, const std::string& name_override, ConversionPlan& plan,
+                          const std::string& source_name = "");
 
 }  // namespace mlx2gguf

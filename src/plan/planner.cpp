@@ -216,7 +216,7 @@ ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options) {
   add_tokenizer_metadata(model.folder(), vocab_rows, tokenizer_options, plan.metadata);
 
   assign_types(model, options.out_type, plan);
-  add_general_metadata(model, options.name.value_or(""), plan);
+  add_general_metadata(model, options.name.value_or(""), plan, options.source_name);
   if (const QuantMix* mix = mix_of(options.out_type))
     plan.metadata.set("general.file_type", GgufValue::u32(mix->llama_ftype));
   return plan;

@@ -23,6 +23,9 @@ struct PlanOptions {
   OutType out_type = OutType::Auto;
   std::optional<std::string> tokenizer_pre;  // overrides pre-tokenizer detection
   std::optional<std::string> name;           // general.name; default from the folder name
+  // What the model is called when its folder's name does not say (a Hugging Face cache snapshot is named by a
+  // commit hash): general.* is derived from it instead. Empty: the folder's name.
+  std::string source_name;
 };
 
 ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options);
