@@ -12,9 +12,11 @@ target_include_directories(mlx2gguf_tests PRIVATE ${CMAKE_SOURCE_DIR}/tests)
 target_link_libraries(mlx2gguf_tests PRIVATE mlx2gguf_testkit mlx2gguf_fuzz_inputs llama_oracle GTest::gtest GTest::gtest_main)
 target_compile_definitions(mlx2gguf_tests PRIVATE
   MLX2GGUF_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
+  MLX2GGUF_PROJECT_VERSION="${PROJECT_VERSION}"
+  MLX2GGUF_MAN_PAGE="${MLX2GGUF_MAN_PAGE}"
   MLX2GGUF_BINARY="$<TARGET_FILE:mlx2gguf>"
   MLX2GGUF_TEST_WORK_DIR="${CMAKE_BINARY_DIR}/test-work")
-add_dependencies(mlx2gguf_tests mlx2gguf)
+add_dependencies(mlx2gguf_tests mlx2gguf mlx2gguf_man)
 gtest_discover_tests(mlx2gguf_tests DISCOVERY_TIMEOUT 120 PROPERTIES TIMEOUT 1800)
 
 # Runs a GGUF in the oracle's llama.cpp: used by the README example.

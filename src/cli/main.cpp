@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "convert.h"
+#include "mlx2gguf_version.h"
 #include "read/hf_cache.h"
 #include "report/summary.h"
 #include "util/cancel.h"
@@ -184,7 +185,7 @@ int main(int argc, char** argv) {
   CLI::App app{"mlx2gguf: convert mlx-lm model folders (fine-tuned, fused, quantized) to GGUF for llama.cpp, "
                "Ollama and LM Studio"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "mlx2gguf 0.1.0");
+  app.set_version_flag("--version", "mlx2gguf " MLX2GGUF_VERSION " (revision " MLX2GGUF_REVISION ")");
 
   ConvertArgs c;
   auto* convert_cmd = app.add_subcommand("convert", "Convert an mlx-lm model folder to a GGUF file");
