@@ -14,9 +14,11 @@ target_link_libraries(mlx2gguf_tests PRIVATE mlx2gguf_testkit mlx2gguf_fuzz_inpu
 # build folder (which lets a compiler cache share them).
 set_property(SOURCE ${CMAKE_SOURCE_DIR}/tests/test_paths.cpp APPEND PROPERTY COMPILE_DEFINITIONS
   MLX2GGUF_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
+  MLX2GGUF_PROJECT_VERSION="${PROJECT_VERSION}"
+  MLX2GGUF_MAN_PAGE="${MLX2GGUF_MAN_PAGE}"
   MLX2GGUF_BINARY="$<TARGET_FILE:mlx2gguf>"
   MLX2GGUF_TEST_WORK_DIR="${CMAKE_BINARY_DIR}/test-work")
-add_dependencies(mlx2gguf_tests mlx2gguf)
+add_dependencies(mlx2gguf_tests mlx2gguf mlx2gguf_man)
 gtest_discover_tests(mlx2gguf_tests DISCOVERY_TIMEOUT 120 PROPERTIES TIMEOUT 1800)
 
 # Runs a GGUF in the oracle's llama.cpp: used by the README example.

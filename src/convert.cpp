@@ -4,16 +4,16 @@
 #include <tbb/parallel_for.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <mutex>
 
 #include "encode/repack.h"
 #include "plan/general_metadata.h"
 #include "encode/row_encoder.h"
 #include "read/dequant.h"
+#include "report/progress.h"
+#include "report/summary.h"
 #include "util/cancel.h"
 #include "util/error.h"
 #include "write/gguf_file.h"
@@ -91,40 +91,6 @@ namespace {
 struct Chunk {
   size_t tensor;
   int64_t first_row, rows;
-};
-
-class Progress {
- public:
-  Progress(const std::function<void(const std::string&)>& log, uint64_t total) : log_(log), total_(total) {
-    interactive_ = ::isatty(STDERR_FILENO) != 0;
-  }
-  void advance(uint64_t bytes) {
-    const uint64_t done = done_ += bytes;
-    if (!log_) return;
-    std::lock_guard lock(mutex_);
-    const int percent = total_ ? static_cast<int>(100 * done / total_) : 100;
-    const auto now = std::chrono::steady_clock::now();
-    if (interactive_) {
-      if (now - last_ < std::chrono::milliseconds(250) && done < total_) return;
-      last_ = now;
-      log_(fmt::format("\r  writing tensors {:3d}% ({:.1f} / {:.1f} MiB)", percent, done / 1048576.0, total_ / 1048576.0));
-    } else if (percent >= next_percent_) {
-      while (next_percent_ <= percent) next_percent_ += 10;
-      log_(fmt::format("  writing tensors {:3d}% ({:.1f} / {:.1f} MiB)\n", percent, done / 1048576.0, total_ / 1048576.0));
-    }
-  }
-  void finish() {
-    if (log_ && interactive_) log_("\n");
-  }
-
- private:
-  const std::function<void(const std::string&)>& log_;
-  uint64_t total_;
-  std::atomic<uint64_t> done_{0};
-  std::mutex mutex_;
-  bool interactive_ = false;
-  int next_percent_ = 10;
-  std::chrono::steady_clock::time_point last_{};
 };
 
 // Whether any of `count` floats is NaN or infinite: a branch-free OR over the exponent bits, so the compiler
@@ -270,8 +236,10 @@ ConvertSummary convert(const ConvertOptions& options) {
     options.log(fmt::format("{}: {} '{}' → {} tensors, {} metadata keys\n", options.model_dir.string(),
                             model.folder().model_type(), plan.metadata.get("general.architecture")->strings[0],
                             plan.tensors.size(), plan.metadata.entries().size()));
-  ConvertSummary summary =
-      write_plan(plan, outfile, options.threads, options.log, options.allow_non_finite, options.split);
+  ConvertSummary summary = options.dry_run ? summarize_plan(plan)
+                                           : write_plan(plan, outfile, options.threads, options.log,
+                                                        options.allow_non_finite, options.split);
+  if (!summary.written) summary.outfile = outfile;  // a dry run names the file it would write
   summary.merge = summarize_merge(plan);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
@@ -290,7 +258,9 @@ ConvertSummary convert_adapter(const ConvertAdapterOptions& options) {
                             plan.metadata.get("adapter.lora.alpha")->floats[0]));
     for (const auto& note : adapter->notes()) options.log("  note: " + note + "\n");
   }
-  ConvertSummary summary = write_plan(plan, options.outfile, options.threads, options.log, options.allow_non_finite);
+  ConvertSummary summary = options.dry_run ? summarize_plan(plan)
+                                           : write_plan(plan, options.outfile, options.threads, options.log,
+                                                        options.allow_non_finite);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
 }
@@ -316,7 +286,7 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
       chunks.push_back({t, first, std::min(rows_per_chunk, recipe.row_count() - first)});
   }
 
-  Progress progress(log, writer.file_size());
+  Progress progress(log, writer.file_size(), ::isatty(STDERR_FILENO) != 0);
   const int threads = threads_wanted > 0 ? threads_wanted : static_cast<int>(std::thread::hardware_concurrency());
   tbb::global_control limit(tbb::global_control::max_allowed_parallelism, std::max(1, threads));
   tbb::parallel_for(size_t{0}, chunks.size(), [&](size_t i) {
@@ -342,16 +312,8 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
   progress.finish();
   writer.commit();
 
-  ConvertSummary summary;
-  for (const auto& recipe : plan.tensors) {
-    const int64_t elements = recipe.row_count() * recipe.row_length();
-    TypeSummary& type = summary.types[ggml_type_info(recipe.type).name];
-    type.tensors++;
-    type.elements += elements;
-    type.bytes += static_cast<uint64_t>(recipe.row_count() * ggml_row_bytes(recipe.type, recipe.row_length()));
-    if (!recipe.type_note.empty()) type.notes[recipe.type_note]++;
-    summary.parameters += elements;
-  }
+  ConvertSummary summary = summarize_plan(plan);
+  summary.written = true;
   summary.file_bytes = writer.file_size();
   summary.outfile = writer.paths().front();
   summary.files = writer.paths();

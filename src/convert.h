@@ -9,6 +9,7 @@
 #include "plan/planner.h"
 #include "read/adapter.h"
 #include "write/gguf_split.h"
+#include "report/plan_table.h"
 
 namespace mlx2gguf {
 
@@ -22,6 +23,7 @@ struct ConvertOptions {
   std::function<void(const std::string&)> log;  // progress and summary lines (nullptr = silent)
   bool allow_non_finite = false;  // write NaN / infinite weights instead of refusing them (--allow-non-finite)
   SplitLimits split;  // --split-max-size / --split-max-tensors: a split set in llama.cpp's layout
+  bool dry_run = false;  // plan only: the summary describes the file without writing it (--dry-run)
 };
 
 // Tensors written in one GGUF type.
@@ -49,6 +51,8 @@ struct ConvertSummary {
   double seconds = 0;
   std::filesystem::path outfile;  // the file written (the default name when none was given)
   std::vector<std::filesystem::path> files;  // every file written: outfile, or the parts of a split set
+  std::vector<PlannedTensor> tensors;  // every tensor of the file, in file order
+  bool written = false;                // false for a dry run
   double bits_per_weight() const { return parameters ? 8.0 * static_cast<double>(file_bytes) / static_cast<double>(parameters) : 0; }
 };
 
@@ -62,6 +66,7 @@ struct ConvertAdapterOptions {
   int threads = 0;
   std::function<void(const std::string&)> log;
   bool allow_non_finite = false;
+  bool dry_run = false;
 };
 
 // Writes an mlx-lm LoRA fine-tune as a GGUF LoRA adapter for the GGUF `convert` writes from the base folder.

@@ -8,6 +8,9 @@
 #include <iostream>
 
 #include "convert.h"
+#include "mlx2gguf_version.h"
+#include "read/hf_cache.h"
+#include "report/summary.h"
 #include "util/cancel.h"
 #include "util/error.h"
 #include "write/gguf_file.h"
@@ -26,11 +29,7 @@ void print_summary(const std::string& outfile, const ConvertSummary& summary) {
     fmt::print(stderr, "  split into {} files; llama.cpp loads the set from the first:\n", summary.files.size());
     for (const auto& file : summary.files) fmt::print(stderr, "    {}\n", file.string());
   }
-  for (const auto& [type, s] : summary.types) {
-    const double bpw = s.elements ? 8.0 * static_cast<double>(s.bytes) / static_cast<double>(s.elements) : 0.0;
-    fmt::print(stderr, "  {:<6} {:5d} tensors {:>14L} weights {:6.2f} bits/weight\n", type, s.tensors, s.elements, bpw);
-    for (const auto& [note, count] : s.notes) fmt::print(stderr, "         {:5d} × {}\n", count, note);
-  }
+  std::fputs(render_type_lines(summary).c_str(), stderr);
   const MergeSummary& merge = summary.merge;
   if (merge.tensors > 0)
     fmt::print(stderr, "  merged with the adapter: {} tensors, {:.1f} MiB\n", merge.tensors, merge.bytes / 1048576.0);
@@ -47,25 +46,39 @@ void print_summary(const std::string& outfile, const ConvertSummary& summary) {
   }
 }
 
+// --json: the summary as JSON on stdout; --dry-run: the plan as a table on stdout; else the summary on stderr.
+void report(const std::string& outfile, const ConvertSummary& summary, bool json, bool quiet) {
+  if (json)
+    std::cout << summary_json(outfile, summary).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  else if (!summary.written)
+    std::fputs(render_plan(outfile, summary).c_str(), stdout);
+  else if (!quiet)
+    print_summary(outfile, summary);
+}
+
 struct ConvertArgs {
   std::string model_dir, outfile, outtype = "auto", tokenizer_pre, name, adapter_path, adapter_file, metadata_file;
   bool fuse_requantize = false;
   bool modelfile = false;
   std::string split_max_size;
   int64_t split_max_tensors = 0;
+  bool dry_run = false, json = false;
   int threads = 0;
   bool quiet = false;
   bool allow_non_finite = false;
 };
 
 int run_convert(const ConvertArgs& args) {
-  const std::string& model_dir = args.model_dir;
+  // MODEL_DIR and --adapter-path may be Hugging Face repo ids of cached downloads.
+  const ModelLocation model = resolve_model_location(args.model_dir, "model folder");
+  const std::string model_dir = model.dir.string();
   const std::string& outtype = args.outtype;
   std::string outfile = args.outfile;
   ConvertOptions options;
   options.model_dir = model_dir;
+  options.plan.source_name = model.repo_id.empty() ? "" : model.name;
   if (!args.adapter_path.empty()) {
-    options.adapter = AdapterLocation{args.adapter_path, std::nullopt};
+    options.adapter = AdapterLocation{resolve_model_location(args.adapter_path, "adapter folder").dir, std::nullopt};
     if (!args.adapter_file.empty()) options.adapter->weights_file = args.adapter_file;
     if (args.fuse_requantize) options.merge_rule = MergeRule::LikeMlxFuse;
   } else if (!args.adapter_file.empty() || args.fuse_requantize) {
@@ -84,9 +97,10 @@ int run_convert(const ConvertArgs& args) {
   options.threads = args.threads;
   options.allow_non_finite = args.allow_non_finite;
   if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
+  options.dry_run = args.dry_run;
   const ConvertSummary summary = convert(options);
-  if (!args.quiet) print_summary(summary.outfile.string(), summary);
-  if (args.modelfile) {
+  report(summary.outfile.string(), summary, args.json, args.quiet);
+  if (args.modelfile && summary.written) {
     const ModelfileSpec spec{modelfile_path_for(summary.outfile), summary.files, std::nullopt};
     write_modelfile(spec, GgufSplitSet::open(summary.outfile).metadata());
     if (!args.quiet) fmt::print(stderr, "wrote {} (ollama create NAME -f {})\n", spec.modelfile.string(), spec.modelfile.string());
@@ -96,6 +110,7 @@ int run_convert(const ConvertArgs& args) {
 
 struct ConvertAdapterArgs {
   std::string adapter_path, adapter_file, base, outfile, outtype = "f32", name, modelfile_base;
+  bool dry_run = false, json = false;
   int threads = 0;
   bool quiet = false;
   bool allow_non_finite = false;
@@ -103,16 +118,20 @@ struct ConvertAdapterArgs {
 
 int run_convert_adapter(const ConvertAdapterArgs& args) {
   ConvertAdapterOptions options;
-  options.base_dir = args.base;
-  options.adapter = AdapterLocation{args.adapter_path, std::nullopt};
+  options.base_dir = resolve_model_location(args.base, "base model folder").dir;
+  const ModelLocation adapter = resolve_model_location(args.adapter_path, "adapter folder");
+  options.adapter = AdapterLocation{adapter.dir, std::nullopt};
   if (!args.adapter_file.empty()) options.adapter.weights_file = args.adapter_file;
   const auto out_type = parse_out_type(args.outtype);
   if (!out_type) fail("--outtype '{}' is not one of f32, f16, bf16, q8_0", args.outtype);
   options.plan.out_type = *out_type;
   if (!args.name.empty()) options.plan.name = args.name;
+  else if (!adapter.repo_id.empty()) options.plan.name = adapter.name;
   std::string outfile = args.outfile;
-  if (outfile.empty()) {
-    std::filesystem::path folder = std::filesystem::absolute(args.adapter_path).lexically_normal();
+  if (outfile.empty() && !adapter.repo_id.empty()) {
+    outfile = fmt::format("{}-lora-{}.gguf", adapter.name, out_type_name(*out_type));
+  } else if (outfile.empty()) {
+    std::filesystem::path folder = std::filesystem::absolute(adapter.dir).lexically_normal();
     if (std::filesystem::is_regular_file(folder) || folder.filename().empty()) folder = folder.parent_path();
     outfile = fmt::format("{}-lora-{}.gguf", folder.filename().string(), out_type_name(*out_type));
   }
@@ -120,9 +139,10 @@ int run_convert_adapter(const ConvertAdapterArgs& args) {
   options.threads = args.threads;
   options.allow_non_finite = args.allow_non_finite;
   if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
+  options.dry_run = args.dry_run;
   const ConvertSummary summary = convert_adapter(options);
-  if (!args.quiet) print_summary(outfile, summary);
-  if (!args.modelfile_base.empty()) {
+  report(outfile, summary, args.json, args.quiet);
+  if (!args.modelfile_base.empty() && summary.written) {
     const GgufSplitSet base = GgufSplitSet::open(args.modelfile_base);
     const ModelfileSpec spec{modelfile_path_for(outfile), base.paths, std::filesystem::path(outfile)};
     write_modelfile(spec, base.metadata());
@@ -198,11 +218,14 @@ int main(int argc, char** argv) {
   CLI::App app{"mlx2gguf: convert mlx-lm model folders (fine-tuned, fused, quantized) to GGUF for llama.cpp, "
                "Ollama and LM Studio"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "mlx2gguf 0.1.0");
+  app.set_version_flag("--version", "mlx2gguf " MLX2GGUF_VERSION " (revision " MLX2GGUF_REVISION ")");
 
   ConvertArgs c;
   auto* convert_cmd = app.add_subcommand("convert", "Convert an mlx-lm model folder to a GGUF file");
-  convert_cmd->add_option("MODEL_DIR", c.model_dir, "mlx-lm model folder (config.json, *.safetensors, tokenizer files)")
+  convert_cmd->add_option("MODEL_DIR", c.model_dir,
+                          "mlx-lm model folder (config.json, *.safetensors, tokenizer files), or the Hugging Face "
+                          "repo id of one already downloaded (org/name[@revision], looked up in $HF_HUB_CACHE, "
+                          "$HF_HOME/hub or ~/.cache/huggingface/hub; nothing is downloaded)")
       ->required();
   convert_cmd->add_option("--outfile,-o", c.outfile,
                           "Output GGUF path (default, as llama.cpp names files: {Basename}-{SizeLabel}-{Finetune}-"
@@ -248,6 +271,10 @@ int main(int argc, char** argv) {
                         "Also write an Ollama Modelfile next to the output (<outfile>.Modelfile): FROM the file, the "
                         "model's sampling defaults and stop tokens as PARAMETERs, RENDERER/PARSER for Qwen3.5/3.6");
   convert_cmd->add_flag("--quiet,-q", c.quiet, "No progress or summary output");
+  convert_cmd->add_flag("--dry-run", c.dry_run,
+                        "Print the plan (every tensor's source, transform, GGUF type and size; the total; which "
+                        "tensors repack losslessly and why others do not) without writing anything");
+  convert_cmd->add_flag("--json", c.json, "Print the run summary (or the --dry-run plan) as JSON on stdout");
 
   ConvertAdapterArgs a;
   auto* adapter_cmd = app.add_subcommand(
@@ -269,6 +296,8 @@ int main(int argc, char** argv) {
                           "base GGUF (FROM), with the base's sampling defaults and stop tokens")
       ->check(CLI::ExistingFile);
   adapter_cmd->add_flag("--quiet,-q", a.quiet, "No progress or summary output");
+  adapter_cmd->add_flag("--dry-run", a.dry_run, "Print the plan without writing anything");
+  adapter_cmd->add_flag("--json", a.json, "Print the run summary (or the --dry-run plan) as JSON on stdout");
 
   std::string inspect_path;
   bool json = false, full = false;

@@ -552,7 +552,8 @@ void add_general_metadata(const SourceModel& model, const GeneralMetadataOptions
       authorship.offer_parts(parts);
     }
   }
-  authorship.offer_parts(folder_name_parts(dir, params.total));
+  authorship.offer_parts(options.source_name.empty() ? folder_name_parts(dir, params.total)
+                                                     : parse_model_name(options.source_name, params.total));
   add_sampling(read_sampling_defaults(dir), authorship.values);
 
   if (!options.merged_adapter.empty()) {
@@ -574,7 +575,8 @@ void add_general_metadata(const SourceModel& model, const GeneralMetadataOptions
   if (!authorship.has("general.name")) {  // a folder named only by its conversion, in a folder named so too
     std::filesystem::path folder = std::filesystem::absolute(dir).lexically_normal();
     if (folder.filename().empty()) folder = folder.parent_path();
-    authorship.values["general.name"] = GgufValue::str(folder.filename().string());
+    authorship.values["general.name"] =
+        GgufValue::str(options.source_name.empty() ? folder.filename().string() : options.source_name);
   }
   if (!authorship.has("general.size_label"))
     authorship.values["general.size_label"] = GgufValue::str(size_label(params.total, params.experts, params.expert_count));

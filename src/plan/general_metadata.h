@@ -46,6 +46,9 @@ struct GeneralMetadataOptions {
   std::filesystem::path metadata_file;  // --metadata: overrides in llama.cpp's JSON format ("" = none)
   std::string merged_adapter;           // an adapter merged into the weights, described for general.description
   std::string merged_adapter_name;      // its folder's name, recorded in general.finetune
+  // What the model is called when its folder's name does not say (a Hugging Face cache snapshot is named by a
+  // commit hash): the name parts come from it instead of the folder. Empty: the folder's name.
+  std::string source_name;
 };
 
 void add_general_metadata(const SourceModel& model, const GeneralMetadataOptions& options, ConversionPlan& plan);

@@ -217,7 +217,7 @@ ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options) {
 
   assign_types(model, options.out_type, plan);
   add_general_metadata(model, {options.name.value_or(""), options.metadata_file, options.merged_adapter,
-                               options.merged_adapter_name}, plan);
+                               options.merged_adapter_name, options.source_name}, plan);
   if (const QuantMix* mix = mix_of(options.out_type))
     plan.metadata.set("general.file_type", GgufValue::u32(mix->llama_ftype));
   return plan;

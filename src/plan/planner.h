@@ -27,6 +27,9 @@ struct PlanOptions {
   std::filesystem::path metadata_file;       // general.* overrides in llama.cpp's --metadata JSON format
   std::string merged_adapter;                // description of an adapter merged into the weights ("" = none)
   std::string merged_adapter_name;           // its name, appended to general.finetune
+  // What the model is called when its folder's name does not say (a Hugging Face cache snapshot is named by a
+  // commit hash): general.* is derived from it instead. Empty: the folder's name.
+  std::string source_name;
 };
 
 ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options);

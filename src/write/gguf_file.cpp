@@ -134,19 +134,22 @@ uint64_t GgufTensorInfo::size_bytes() const {
   return static_cast<uint64_t>(element_count() / info.block_size * info.type_size);
 }
 
-GgufWriter::GgufWriter(std::filesystem::path path, const GgufMetadata& metadata, std::vector<GgufTensorInfo> tensors)
-    : path_(std::move(path)), tensors_(std::move(tensors)) {
+namespace {
+
+// The header (magic, metadata, tensor infos) padded to the data section, with every tensor's offset set.
+ByteSink lay_out(const GgufMetadata& metadata, std::vector<GgufTensorInfo>& tensors, uint64_t& data_start,
+                 uint64_t& data_size) {
   ByteSink header;
   header.bytes.insert(header.bytes.end(), {'G', 'G', 'U', 'F'});
   header.pod<uint32_t>(3);
-  header.pod<int64_t>(static_cast<int64_t>(tensors_.size()));
+  header.pod<int64_t>(static_cast<int64_t>(tensors.size()));
   header.pod<int64_t>(static_cast<int64_t>(metadata.entries().size()));
   for (const auto& entry : metadata.entries()) {
     header.string(entry.key);
     write_value(header, entry.value);
   }
   uint64_t offset = 0;
-  for (auto& tensor : tensors_) {
+  for (auto& tensor : tensors) {
     if (tensor.name.size() >= 64) fail("internal error: tensor name '{}' is 64 bytes or longer", tensor.name);
     const auto& info = ggml_type_info(tensor.type);
     if (tensor.ne.empty() || tensor.ne[0] % info.block_size != 0)
@@ -160,9 +163,23 @@ GgufWriter::GgufWriter(std::filesystem::path path, const GgufMetadata& metadata,
     header.pod<int32_t>(static_cast<int32_t>(tensor.type));
     header.pod<uint64_t>(tensor.offset);
   }
-  data_start_ = pad_to(header.bytes.size(), kGgufAlignment);
-  data_size_ = offset;
-  header.bytes.resize(data_start_, 0);
+  data_start = pad_to(header.bytes.size(), kGgufAlignment);
+  data_size = offset;
+  header.bytes.resize(data_start, 0);
+  return header;
+}
+
+}  // namespace
+
+uint64_t gguf_file_size(const GgufMetadata& metadata, std::vector<GgufTensorInfo> tensors) {
+  uint64_t data_start = 0, data_size = 0;
+  lay_out(metadata, tensors, data_start, data_size);
+  return data_start + data_size;
+}
+
+GgufWriter::GgufWriter(std::filesystem::path path, const GgufMetadata& metadata, std::vector<GgufTensorInfo> tensors)
+    : path_(std::move(path)), tensors_(std::move(tensors)) {
+  const ByteSink header = lay_out(metadata, tensors_, data_start_, data_size_);
 
   fd_ = create_unique_temp(path_, temp_path_);
   set_cancel_cleanup_path(temp_path_.string());

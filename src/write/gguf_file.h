@@ -24,6 +24,9 @@ struct GgufTensorInfo {
   int64_t element_count() const;
 };
 
+// The size of the file GgufWriter would write for these tensors, without writing anything.
+uint64_t gguf_file_size(const GgufMetadata& metadata, std::vector<GgufTensorInfo> tensors);
+
 class GgufWriter {
  public:
   // Computes the layout and creates a uniquely named `<path>.XXXXXX.partial` next to the output, with the whole
