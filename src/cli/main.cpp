@@ -13,6 +13,8 @@
 #include "report/summary.h"
 #include "util/cancel.h"
 #include "util/error.h"
+#include "verify/logits.h"
+#include "verify/verify.h"
 #include "write/gguf_file.h"
 #include "write/gguf_split.h"
 #include "write/ollama_modelfile.h"
@@ -212,6 +214,48 @@ int run_inspect(const std::string& path, bool json, bool full) {
   return 0;
 }
 
+struct VerifyArgs {
+  std::string file, source, adapter_path, adapter_file, outtype, llama_lib;
+  bool fuse_requantize = false, json = false;
+  int threads = 0, tokens = 16;
+};
+
+int run_verify(const VerifyArgs& args) {
+  VerifyOptions options;
+  options.gguf = args.file;
+  options.model_dir = args.source;
+  if (!args.adapter_path.empty()) {
+    options.adapter = AdapterLocation{args.adapter_path, std::nullopt};
+    if (!args.adapter_file.empty()) options.adapter->weights_file = args.adapter_file;
+    if (args.fuse_requantize) options.merge_rule = MergeRule::LikeMlxFuse;
+  } else if (!args.adapter_file.empty() || args.fuse_requantize) {
+    fail("{} needs --adapter-path", args.fuse_requantize ? "--fuse-requantize" : "--adapter-file");
+  }
+  if (!args.outtype.empty()) {
+    options.out_type = parse_out_type(args.outtype);
+    if (!options.out_type) fail("--outtype '{}' is not one of {}", args.outtype, fmt::join(out_type_names(), ", "));
+  }
+  options.threads = args.threads;
+  const VerifyReport report = verify_file(options);
+  std::optional<LogitsReport> logits;
+  if (!args.llama_lib.empty())
+    logits = verify_logits({args.file, args.source, args.llama_lib, options.adapter, args.tokens});
+  if (args.json) {
+    nlohmann::json out = report_json(report);
+    if (logits) out["logits"] = logits_report_json(*logits);
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else {
+    fmt::print("{}", format_report(report));
+    if (logits) fmt::print("{}", format_logits_report(*logits));
+  }
+  std::fflush(stdout);
+  const auto failing = report.failing_tensors();
+  if (failing.empty()) return 0;
+  fmt::print(stderr, "error: {} of {} tensors of '{}' do not hold what the source gives at their type: {}\n",
+             failing.size(), report.tensors.size() + report.missing.size(), args.file, fmt::join(failing, ", "));
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -306,12 +350,37 @@ int main(int argc, char** argv) {
   inspect_cmd->add_flag("--json", json, "Machine-readable JSON output");
   inspect_cmd->add_flag("--full", full, "Print long arrays (token lists, merges) completely");
 
+  VerifyArgs v;
+  auto* verify_cmd = app.add_subcommand(
+      "verify",
+      "Check every tensor of a GGUF file against the model folder it was converted from. A tensor passes when it "
+      "decodes exactly to what its type allows the source values to become: repacked MLX codes to the repacked "
+      "blocks (lossless), F32 to the source values, F16/BF16 to their rounding, quantized types to "
+      "decode(encode(source values)) with mlx2gguf's encoders (byte-identical to ggml's). Reports per tensor "
+      "lossless or the relative RMSE and max abs error against the source; exit status 1 names the tensors that fail");
+  verify_cmd->add_option("FILE", v.file, "GGUF file")->required()->check(CLI::ExistingFile);
+  verify_cmd->add_option("--source", v.source, "The mlx-lm model folder the file was converted from")->required();
+  verify_cmd->add_option("--adapter-path", v.adapter_path, "The fine-tune merged into the file (as for convert)");
+  verify_cmd->add_option("--adapter-file", v.adapter_file, "Weights file of the adapter folder (as for convert)");
+  verify_cmd->add_flag("--fuse-requantize", v.fuse_requantize, "The file was written with --fuse-requantize");
+  verify_cmd->add_option("--outtype", v.outtype,
+                         "The --outtype the file was written with (default: the first, auto first, whose plan gives "
+                         "every tensor the file's type)");
+  verify_cmd->add_option("--llama-lib", v.llama_lib,
+                         "libllama.so of a llama.cpp installation: also run --tokens tokens through llama.cpp and "
+                         "through mlx2gguf's float32 reference forward pass of the source, and report NMSE, KL "
+                         "divergence and top-1 agreement per position (llama.cpp is loaded at run time)");
+  verify_cmd->add_option("--tokens", v.tokens, "Tokens of the logits check")->capture_default_str();
+  verify_cmd->add_option("--threads,-t", v.threads, "Worker threads (default: all cores)");
+  verify_cmd->add_flag("--json", v.json, "Machine-readable JSON report");
+
   CLI11_PARSE(app, argc, argv);
   mlx2gguf::install_cancel_handlers();
   try {
     if (*convert_cmd) return run_convert(c);
     if (*adapter_cmd) return run_convert_adapter(a);
     if (*inspect_cmd) return run_inspect(inspect_path, json, full);
+    if (*verify_cmd) return run_verify(v);
   } catch (const mlx2gguf::Cancelled& e) {
     fmt::print(stderr, "\n{}\n", e.what());
     return e.exit_status();
