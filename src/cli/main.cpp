@@ -47,6 +47,7 @@ struct ConvertArgs {
   int threads = 0;
   bool quiet = false;
   bool allow_non_finite = false;
+  bool pure = false;
 };
 
 int run_convert(const ConvertArgs& args) {
@@ -65,6 +66,7 @@ int run_convert(const ConvertArgs& args) {
   const auto out_type = parse_out_type(outtype);
   if (!out_type) fail("--outtype '{}' is not one of {}", outtype, fmt::join(out_type_names(), ", "));
   options.plan.out_type = *out_type;
+  options.plan.pure = args.pure;
   if (!args.tokenizer_pre.empty()) options.plan.tokenizer_pre = args.tokenizer_pre;
   if (!args.name.empty()) options.plan.name = args.name;
   if (outfile.empty()) {
@@ -198,6 +200,11 @@ int main(int argc, char** argv) {
                         "Merge as mlx_lm.fuse does (in the module's dtype) and re-quantize merged tensors of a "
                         "quantized base at its own quantization, then repack them losslessly: the file equals the "
                         "conversion of the folder mlx_lm.fuse would write");
+  convert_cmd->add_flag("--pure", c.pure,
+                        "With a llama-quantize --outtype: exactly llama-quantize's tensor types and bytes, every "
+                        "tensor quantized from its float values. Without it, MLX-quantized tensors keep their "
+                        "lossless type wherever the mix asks for as many bits or more, and K-types are searched to "
+                        "keep the MLX codes");
   convert_cmd->add_option("--threads,-t", c.threads, "Worker threads (default: all cores)");
   convert_cmd->add_flag("--allow-non-finite", c.allow_non_finite,
                         "Write NaN or infinite weights, scales or biases instead of refusing them (the GGUF will "

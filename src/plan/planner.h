@@ -23,6 +23,9 @@ struct PlanOptions {
   OutType out_type = OutType::Auto;
   std::optional<std::string> tokenizer_pre;  // overrides pre-tokenizer detection
   std::optional<std::string> name;           // general.name; default from the folder name
+  // With a llama-quantize type: exactly llama-quantize's types, every tensor quantized from its float values (no
+  // lossless homes, no MLX-aware type choice or encoding); the bytes of llama_model_quantize of the f32 file.
+  bool pure = false;
 };
 
 ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options);
