@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "encode/k_quants.h"
+#include "encode/mlx_aware_k_quants.h"
 #include "encode/repack.h"
 #include "plan/quant_mix.h"
 #include "plan/architecture.h"
@@ -207,6 +209,11 @@ void assign_types(const SourceModel& model, const PlanOptions& options, Conversi
     if (mix != nullptr && options.pure) return;  // llama-quantize quantizes every tensor from its float values
     const LosslessTarget target = lossless_target(*spec, tensor.row_length());
     if (mix != nullptr && apply_mlx_source_rule(*mix, tensor, *spec, target)) return;
+    if (mix != nullptr && has_mlx_aware_encoding(tensor.type, *spec) && tensor.row_length() % kKQuantSuperBlock == 0) {
+      tensor.mlx_aware_source = spec;
+      tensor.type_note = fmt::format("{} searched to keep the codes of {}", ggml_type_info(tensor.type).name, describe(*spec));
+      return;
+    }
     if (target.type && *target.type != tensor.type) return;  // a type chosen for other reasons
     const auto obstacle = try_repack(tensor, *spec, target);
     if (!obstacle) return;
