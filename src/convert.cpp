@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "encode/mlx_aware_k_quants.h"
 #include "encode/repack.h"
 #include "plan/general_metadata.h"
 #include "encode/row_encoder.h"
@@ -304,7 +305,10 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
       values.resize(static_cast<size_t>(chunk.rows * recipe.row_length()));
       read_recipe_rows(recipe, chunk.first_row, chunk.rows, values.data());
       if (!allow_non_finite) check_finite(recipe, chunk.first_row, chunk.rows, values.data());
-      encode_rows(recipe.type, values.data(), chunk.rows, recipe.row_length(), bytes.data());
+      if (recipe.mlx_aware_source)
+        encode_rows_mlx_aware(recipe.type, *recipe.mlx_aware_source, values.data(), chunk.rows, recipe.row_length(), bytes.data());
+      else
+        encode_rows(recipe.type, values.data(), chunk.rows, recipe.row_length(), bytes.data());
     }
     writer.write(chunk.tensor, static_cast<uint64_t>(chunk.first_row * row_bytes), bytes);
     progress.advance(bytes.size());

@@ -68,6 +68,7 @@ struct ConvertArgs {
   int threads = 0;
   bool quiet = false;
   bool allow_non_finite = false;
+  bool pure = false;
 };
 
 int run_convert(const ConvertArgs& args) {
@@ -89,6 +90,7 @@ int run_convert(const ConvertArgs& args) {
   const auto out_type = parse_out_type(outtype);
   if (!out_type) fail("--outtype '{}' is not one of {}", outtype, fmt::join(out_type_names(), ", "));
   options.plan.out_type = *out_type;
+  options.plan.pure = args.pure;
   if (!args.tokenizer_pre.empty()) options.plan.tokenizer_pre = args.tokenizer_pre;
   if (!args.name.empty()) options.plan.name = args.name;
   options.plan.metadata_file = args.metadata_file;
@@ -307,6 +309,11 @@ int main(int argc, char** argv) {
                           "powers of 1000), named <outfile>-00001-of-0000N.gguf as llama.cpp's tools name them; "
                           "llama.cpp loads the set from the first file");
   convert_cmd->add_option("--split-max-tensors", c.split_max_tensors, "Split the output into files of at most N tensors");
+  convert_cmd->add_flag("--pure", c.pure,
+                        "With a llama-quantize --outtype: exactly llama-quantize's tensor types and bytes, every "
+                        "tensor quantized from its float values. Without it, MLX-quantized tensors keep their "
+                        "lossless type wherever the mix asks for as many bits or more, and K-types are searched to "
+                        "keep the MLX codes");
   convert_cmd->add_option("--threads,-t", c.threads, "Worker threads (default: all cores)");
   convert_cmd->add_flag("--allow-non-finite", c.allow_non_finite,
                         "Write NaN or infinite weights, scales or biases instead of refusing them (the GGUF will "

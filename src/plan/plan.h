@@ -40,6 +40,10 @@ struct TensorRecipe {
   std::vector<int64_t> repack_groups;  // column_map expressed in whole quantization groups (empty = identity)
   std::string type_note;               // why this type, for the run summary (lossless repack, or why not)
 
+  // Set by the type planner when a K-type is encoded from MLX affine values with the search that keeps their codes
+  // (encode/mlx_aware_k_quants.h): the MLX quantization of the source.
+  std::optional<QuantSpec> mlx_aware_source;
+
   int64_t row_length() const { return shape.empty() ? 1 : shape.back(); }
   int64_t row_count() const;
   std::vector<int64_t> ne() const { return {shape.rbegin(), shape.rend()}; }

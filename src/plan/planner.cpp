@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "encode/k_quants.h"
+#include "encode/mlx_aware_k_quants.h"
 #include "encode/repack.h"
 #include "plan/quant_mix.h"
 #include "plan/architecture.h"
@@ -143,7 +145,34 @@ MixModel mix_model(const ConversionPlan& plan) {
   return model;
 }
 
-void assign_types(const SourceModel& model, OutType out_type, ConversionPlan& plan) {
+// The MLX-aware type choice of a mix (plan/quant_mix.h) for a tensor of MLX-quantized rows. Returns true when it
+// decided the tensor's type (and note).
+bool apply_mlx_source_rule(const QuantMix& mix, TensorRecipe& tensor, const QuantSpec& spec, const LosslessTarget& target) {
+  const GgmlType mix_type = tensor.type;
+  const MlxTypeChoice choice = mlx_source_type(mix, mix_type, {target.type, spec.bits}, tensor.row_length());
+  const char* asked = ggml_type_info(mix_type).name;
+  switch (choice.rule) {
+    case MlxTypeRule::MixType: return false;
+    case MlxTypeRule::LosslessHome:
+      if (const auto obstacle = try_repack(tensor, spec, target)) {
+        tensor.type = mix_type;
+        tensor.type_note = fmt::format("{} re-encoded: {}", describe(spec), *obstacle);
+      } else {
+        tensor.type_note = fmt::format("kept lossless from {}: {} would cost more bits and add error", describe(spec), asked);
+      }
+      return true;
+    case MlxTypeRule::Q8_0ForMoreBits:
+      tensor.type = choice.type;
+      tensor.type_note =
+          fmt::format("{} re-encoded as Q8_0 where {} asks for more bits: {} would add more error", describe(spec), mix.name, asked);
+      return true;
+  }
+  return false;
+}
+
+void assign_types(const SourceModel& model, const PlanOptions& options, ConversionPlan& plan) {
+  const OutType out_type = options.out_type;
+  const QuantMix* mix = mix_of(out_type);
   std::vector<TensorRecipe*> quantizable;
   for (auto& tensor : plan.tensors) {
     if (must_stay_f32(tensor))
@@ -152,7 +181,7 @@ void assign_types(const SourceModel& model, OutType out_type, ConversionPlan& pl
       quantizable.push_back(&tensor);
   }
 
-  if (const QuantMix* mix = mix_of(out_type)) {
+  if (mix != nullptr) {
     std::vector<MixTensor> mix_tensors;
     for (const TensorRecipe* tensor : quantizable) mix_tensors.push_back({tensor->name, tensor->shape});
     const std::vector<GgmlType> types = choose_mix_types(*mix, mix_model(plan), mix_tensors);
@@ -177,7 +206,14 @@ void assign_types(const SourceModel& model, OutType out_type, ConversionPlan& pl
     TensorRecipe& tensor = *quantizable[i];
     const auto spec = packed_source_spec(tensor);
     if (!spec) return;
+    if (mix != nullptr && options.pure) return;  // llama-quantize quantizes every tensor from its float values
     const LosslessTarget target = lossless_target(*spec, tensor.row_length());
+    if (mix != nullptr && apply_mlx_source_rule(*mix, tensor, *spec, target)) return;
+    if (mix != nullptr && has_mlx_aware_encoding(tensor.type, *spec) && tensor.row_length() % kKQuantSuperBlock == 0) {
+      tensor.mlx_aware_source = spec;
+      tensor.type_note = fmt::format("{} searched to keep the codes of {}", ggml_type_info(tensor.type).name, describe(*spec));
+      return;
+    }
     if (target.type && *target.type != tensor.type) return;  // a type chosen for other reasons
     const auto obstacle = try_repack(tensor, *spec, target);
     if (!obstacle) return;
@@ -215,7 +251,10 @@ ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options) {
   tokenizer_options.pre_override = options.tokenizer_pre;
   add_tokenizer_metadata(model.folder(), vocab_rows, tokenizer_options, plan.metadata);
 
-  assign_types(model, options.out_type, plan);
+  if (options.pure && mix_of(options.out_type) == nullptr)
+    fail("--pure applies to llama-quantize output types (q8_0, q4_k_m, ...), not to --outtype {}",
+         out_type_name(options.out_type));
+  assign_types(model, options, plan);
   add_general_metadata(model, {options.name.value_or(""), options.metadata_file, options.merged_adapter,
                                options.merged_adapter_name, options.source_name}, plan);
   if (const QuantMix* mix = mix_of(options.out_type))

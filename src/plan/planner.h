@@ -30,6 +30,9 @@ struct PlanOptions {
   // What the model is called when its folder's name does not say (a Hugging Face cache snapshot is named by a
   // commit hash): general.* is derived from it instead. Empty: the folder's name.
   std::string source_name;
+  // With a llama-quantize type: exactly llama-quantize's types, every tensor quantized from its float values (no
+  // lossless homes, no MLX-aware type choice or encoding); the bytes of llama_model_quantize of the f32 file.
+  bool pure = false;
 };
 
 ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options);

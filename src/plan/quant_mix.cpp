@@ -150,6 +150,26 @@ class MixRules {
 
 const std::vector<QuantMix>& quant_mixes() { return kMixes; }
 
+double bits_per_weight(GgmlType type) {
+  const GgmlTypeInfo& info = ggml_type_info(type);
+  return 8.0 * static_cast<double>(info.type_size) / static_cast<double>(info.block_size);
+}
+
+MlxTypeChoice mlx_source_type(const QuantMix& mix, GgmlType mix_type, const MlxSource& source, int64_t row_length) {
+  if (source.lossless_home) {
+    const GgmlType home = *source.lossless_home;
+    if (mix_type != home && bits_per_weight(mix_type) >= bits_per_weight(home)) return {home, MlxTypeRule::LosslessHome};
+    return {mix_type, MlxTypeRule::MixType};
+  }
+  // Q8_0 adds an error of about 1/256 of a block's range: well below what a 6-bit source itself holds.
+  // Raised by a rule, not by the shape fallback (Q4_K rows that are no whole super-blocks become Q5_0).
+  const GgmlType default_type = shape_fallback(mix.default_type, row_length);
+  const bool raised = bits_per_weight(mix_type) > bits_per_weight(default_type) && bits_per_weight(mix_type) >= 5.0;
+  const bool q8_fits = row_length % ggml_type_info(T::Q8_0).block_size == 0;
+  if (source.bits >= 6 && raised && mix_type != T::Q8_0 && q8_fits) return {T::Q8_0, MlxTypeRule::Q8_0ForMoreBits};
+  return {mix_type, MlxTypeRule::MixType};
+}
+
 const QuantMix* find_quant_mix(const std::string& name) {
   for (const auto& mix : kMixes)
     if (name == mix.name) return &mix;

@@ -40,4 +40,26 @@ struct MixTensor {
 // then by layer, then by name), which its attn_v counter depends on.
 std::vector<GgmlType> choose_mix_types(const QuantMix& mix, const MixModel& model, const std::vector<MixTensor>& tensors);
 
+// The type choice on MLX-quantized sources. llama-quantize's rules assume float sources, where more bits always
+// means less error. An MLX-quantized tensor already holds exactly representable values, so:
+//  * a type at least as wide (bits per weight) as the tensor's lossless home costs more and can only add error:
+//    the tensor keeps its lossless home instead (e.g. q4_k_m's Q6_K output head on a 4-bit model stays Q4_1);
+//  * a source with no lossless home (affine 6/8-bit, mxfp8) that the mix raises above its default type (after the
+//    shape fallback) to a type of 5 or more bits per weight gets Q8_0, which adds far less error than a 5- or 6-bit
+//    K-type.
+// --pure skips this and gives exactly llama-quantize's types.
+struct MlxSource {
+  std::optional<GgmlType> lossless_home;  // the exact GGUF type of its codes, when there is one
+  int bits = 0;                           // bits per value of the MLX quantization
+};
+enum class MlxTypeRule { MixType, LosslessHome, Q8_0ForMoreBits };
+struct MlxTypeChoice {
+  GgmlType type;
+  MlxTypeRule rule;
+};
+MlxTypeChoice mlx_source_type(const QuantMix& mix, GgmlType mix_type, const MlxSource& source, int64_t row_length);
+
+// Storage cost of a type: bits per weight of its blocks.
+double bits_per_weight(GgmlType type);
+
 }  // namespace mlx2gguf
