@@ -42,7 +42,7 @@ void print_summary(const std::string& outfile, const ConvertSummary& summary) {
 }
 
 struct ConvertArgs {
-  std::string model_dir, outfile, outtype = "auto", tokenizer_pre, name, adapter_path, adapter_file;
+  std::string model_dir, outfile, outtype = "auto", tokenizer_pre, name, adapter_path, adapter_file, imatrix;
   bool fuse_requantize = false;
   int threads = 0;
   bool quiet = false;
@@ -76,6 +76,7 @@ int run_convert(const ConvertArgs& args) {
   options.outfile = outfile;
   options.threads = args.threads;
   options.allow_non_finite = args.allow_non_finite;
+  if (!args.imatrix.empty()) options.imatrix = args.imatrix;
   if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
   const ConvertSummary summary = convert(options);
   if (!args.quiet) print_summary(outfile, summary);
@@ -198,6 +199,10 @@ int main(int argc, char** argv) {
                         "Merge as mlx_lm.fuse does (in the module's dtype) and re-quantize merged tensors of a "
                         "quantized base at its own quantization, then repack them losslessly: the file equals the "
                         "conversion of the folder mlx_lm.fuse would write");
+  convert_cmd->add_option("--imatrix", c.imatrix,
+                          "Importance matrix from llama-imatrix (GGUF or legacy .dat): quantized tensors are weighted "
+                          "by it as llama-quantize --imatrix weights them (Q4_0..Q5_1 and the K types; lossless "
+                          "repacks and other types are unaffected)");
   convert_cmd->add_option("--threads,-t", c.threads, "Worker threads (default: all cores)");
   convert_cmd->add_flag("--allow-non-finite", c.allow_non_finite,
                         "Write NaN or infinite weights, scales or biases instead of refusing them (the GGUF will "

@@ -126,7 +126,7 @@ GgmlType fit_rows(GgmlType type, int64_t row_length) {
   return row_length % ggml_type_info(type).block_size == 0 ? type : GgmlType::F16;
 }
 
-MixModel mix_model(const ConversionPlan& plan) {
+MixModel mix_model(const ConversionPlan& plan, bool has_imatrix) {
   const std::string arch = plan.metadata.get("general.architecture")->strings.at(0);
   auto u32 = [&](const std::string& key) -> int64_t {
     const GgufValue* value = plan.metadata.get(arch + "." + key);
@@ -140,10 +140,11 @@ MixModel mix_model(const ConversionPlan& plan) {
   model.n_head_kv = u32("attention.head_count_kv");
   model.has_output = std::any_of(plan.tensors.begin(), plan.tensors.end(),
                                  [](const TensorRecipe& t) { return t.name == "output.weight"; });
+  model.has_imatrix = has_imatrix;
   return model;
 }
 
-void assign_types(const SourceModel& model, OutType out_type, ConversionPlan& plan) {
+void assign_types(const SourceModel& model, OutType out_type, bool has_imatrix, ConversionPlan& plan) {
   std::vector<TensorRecipe*> quantizable;
   for (auto& tensor : plan.tensors) {
     if (must_stay_f32(tensor))
@@ -155,7 +156,7 @@ void assign_types(const SourceModel& model, OutType out_type, ConversionPlan& pl
   if (const QuantMix* mix = mix_of(out_type)) {
     std::vector<MixTensor> mix_tensors;
     for (const TensorRecipe* tensor : quantizable) mix_tensors.push_back({tensor->name, tensor->shape});
-    const std::vector<GgmlType> types = choose_mix_types(*mix, mix_model(plan), mix_tensors);
+    const std::vector<GgmlType> types = choose_mix_types(*mix, mix_model(plan, has_imatrix), mix_tensors);
     for (size_t i = 0; i < quantizable.size(); ++i) quantizable[i]->type = types[i];
   } else {
     const GgmlType float_type = resolve_out_type(model, out_type);
@@ -215,7 +216,7 @@ ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options) {
   tokenizer_options.pre_override = options.tokenizer_pre;
   add_tokenizer_metadata(model.folder(), vocab_rows, tokenizer_options, plan.metadata);
 
-  assign_types(model, options.out_type, plan);
+  assign_types(model, options.out_type, options.has_imatrix, plan);
   add_general_metadata(model, options.name.value_or(""), plan);
   if (const QuantMix* mix = mix_of(options.out_type))
     plan.metadata.set("general.file_type", GgufValue::u32(mix->llama_ftype));

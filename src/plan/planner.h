@@ -23,6 +23,7 @@ struct PlanOptions {
   OutType out_type = OutType::Auto;
   std::optional<std::string> tokenizer_pre;  // overrides pre-tokenizer detection
   std::optional<std::string> name;           // general.name; default from the folder name
+  bool has_imatrix = false;                  // types as llama-quantize chooses them when given an importance matrix
 };
 
 ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options);
