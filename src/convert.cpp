@@ -12,9 +12,11 @@
 #include "encode/repack.h"
 #include "plan/general_metadata.h"
 #include "encode/row_encoder.h"
+#include "encode/weighted_quants.h"
 #include "read/dequant.h"
 #include "report/progress.h"
 #include "report/summary.h"
+#include "read/imatrix.h"
 #include "util/cancel.h"
 #include "util/error.h"
 #include "write/gguf_file.h"
@@ -215,11 +217,89 @@ MergeSummary summarize_merge(const ConversionPlan& plan) {
   return merge;
 }
 
+bool is_token_embedding(const std::string& name) {
+  return name == "token_embd.weight" || name == "per_layer_token_embd.weight";
+}
+
+// Stacked experts are 3-D: [experts, rows, columns], each expert with its own slice of the importance weights.
+int64_t expert_count(const TensorRecipe& recipe) {
+  return recipe.shape.size() >= 3 ? recipe.shape[recipe.shape.size() - 3] : 1;
+}
+int64_t rows_per_expert(const TensorRecipe& recipe) { return recipe.row_count() / expert_count(recipe); }
+
+// The importance weights of each tensor (nullptr where none apply), matched by GGUF name as llama-quantize
+// matches them. An entry of the wrong size means a matrix of another model: an error, except for the token
+// embedding, which llama-quantize quantizes without weights then.
+std::vector<const float*> match_importance(const ConversionPlan& plan, const ImportanceMatrix& matrix,
+                                           const std::function<void(const std::string&)>& log) {
+  std::vector<const float*> weights(plan.tensors.size(), nullptr);
+  int used = 0;
+  std::vector<std::string> missing;
+  for (size_t t = 0; t < plan.tensors.size(); ++t) {
+    const TensorRecipe& recipe = plan.tensors[t];
+    // Repacked tensors keep the MLX codes exactly; F32 tensors are not quantized.
+    if (recipe.repack || recipe.keep_f32 || recipe.type == GgmlType::F32) continue;
+    const std::vector<float>* entry = matrix.find(recipe.name);
+    const bool matters = uses_importance(recipe.type);
+    if (entry == nullptr) {
+      if (matters) missing.push_back(recipe.name);
+      continue;
+    }
+    const int64_t wanted = recipe.row_length() * expert_count(recipe);
+    if (static_cast<int64_t>(entry->size()) != wanted) {
+      if (is_token_embedding(recipe.name)) continue;
+      fail("importance matrix '{}': entry '{}' has {} values, the tensor needs {} ({} columns × {} experts); was it "
+           "computed for another model?", matrix.path.string(), recipe.name, entry->size(), wanted,
+           recipe.row_length(), expert_count(recipe));
+    }
+    if (!matters) continue;
+    weights[t] = entry->data();
+    ++used;
+  }
+  if (log) {
+    log(fmt::format("importance matrix {} ({}, {} entries{}): weights {} tensors\n", matrix.path.string(),
+                    matrix.legacy ? "legacy format" : "GGUF", matrix.entries.size(),
+                    matrix.chunk_count ? fmt::format(", {} chunks", matrix.chunk_count) : "", used));
+    if (!missing.empty())
+      log(fmt::format("  note: no entry for {} quantized tensors (quantized without importance, as llama-quantize "
+                      "does): {}{}\n", missing.size(), missing.front(), missing.size() > 1 ? ", ..." : ""));
+  }
+  return weights;
+}
+
+// Encodes rows [first_row, first_row + rows) of a tensor, each with its expert's importance weights.
+void encode_weighted(const TensorRecipe& recipe, int64_t first_row, int64_t rows, const float* values,
+                     const float* importance, uint8_t* out) {
+  const int64_t length = recipe.row_length();
+  const int64_t per_expert = rows_per_expert(recipe);
+  const int64_t row_bytes = ggml_row_bytes(recipe.type, length);
+  for (int64_t r = 0; r < rows;) {
+    const int64_t expert = (first_row + r) / per_expert;
+    const int64_t run = std::min(rows - r, (expert + 1) * per_expert - (first_row + r));
+    encode_rows_weighted(recipe.type, values + r * length, run, length, importance + expert * length,
+                         out + r * row_bytes);
+    r += run;
+  }
+}
+
+// The keys llama-quantize adds when given an importance matrix (strings cut to its 127 bytes).
+void add_imatrix_metadata(const ImportanceMatrix& matrix, const std::string& given_path, GgufMetadata& metadata) {
+  const auto cut = [](const std::string& s) { return s.substr(0, 127); };
+  metadata.set("quantize.imatrix.file", GgufValue::str(cut(given_path)));
+  if (!matrix.datasets.empty()) metadata.set("quantize.imatrix.dataset", GgufValue::str(cut(matrix.datasets.front())));
+  metadata.set("quantize.imatrix.entries_count", GgufValue::u32(static_cast<uint32_t>(matrix.entries.size())));
+  if (matrix.chunk_count > 0 && matrix.chunk_count <= INT32_MAX)
+    metadata.set("quantize.imatrix.chunks_count", GgufValue::u32(matrix.chunk_count));
+}
+
 }  // namespace
 
 ConvertSummary convert(const ConvertOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   if (!options.outfile.empty()) check_output_directory(options.outfile);
+
+  std::optional<ImportanceMatrix> importance;
+  if (options.imatrix) importance = read_imatrix(*options.imatrix);
 
   SourceModel model = SourceModel::open(options.model_dir);
   std::unique_ptr<Adapter> adapter;
@@ -230,7 +310,9 @@ ConvertSummary convert(const ConvertOptions& options) {
     if (options.log) log_adapter(*adapter, options.merge_rule, options.log);
     describe_merged_adapter(*adapter, plan_options);
   }
-  const ConversionPlan plan = make_plan(model, plan_options);
+  plan_options.has_imatrix = importance.has_value();
+  ConversionPlan plan = make_plan(model, plan_options);
+  if (importance) add_imatrix_metadata(*importance, options.imatrix->string(), plan.metadata);
   const std::filesystem::path outfile =
       options.outfile.empty() ? std::filesystem::path(default_output_name(plan.metadata)) : options.outfile;
   if (options.log)
@@ -239,7 +321,8 @@ ConvertSummary convert(const ConvertOptions& options) {
                             plan.tensors.size(), plan.metadata.entries().size()));
   ConvertSummary summary = options.dry_run ? summarize_plan(plan)
                                            : write_plan(plan, outfile, options.threads, options.log,
-                                                        options.allow_non_finite, options.split);
+                                                        options.allow_non_finite, options.split,
+                                                        importance ? &*importance : nullptr);
   if (!summary.written) summary.outfile = outfile;  // a dry run names the file it would write
   summary.merge = summarize_merge(plan);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -268,7 +351,7 @@ ConvertSummary convert_adapter(const ConvertAdapterOptions& options) {
 
 ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::path& outfile, int threads_wanted,
                           const std::function<void(const std::string&)>& log, bool allow_non_finite,
-                          const SplitLimits& split) {
+                          const SplitLimits& split, const ImportanceMatrix* importance) {
   throw_if_cancelled();  // a signal during reading or planning: no file is created at all
   const auto start = std::chrono::steady_clock::now();
   std::vector<GgufTensorInfo> infos;
@@ -276,6 +359,8 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
     if (!can_encode(recipe.type)) fail("internal error: no encoder for {}", ggml_type_info(recipe.type).name);
     infos.push_back({recipe.name, recipe.ne(), recipe.type, 0});
   }
+  const std::vector<const float*> weights =
+      importance ? match_importance(plan, *importance, log) : std::vector<const float*>(plan.tensors.size(), nullptr);
   GgufSplitWriter writer(outfile, plan.metadata, std::move(infos), split);
 
   // Work items of about 1M elements, so memory stays bounded whatever the model size.
@@ -305,7 +390,9 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
       values.resize(static_cast<size_t>(chunk.rows * recipe.row_length()));
       read_recipe_rows(recipe, chunk.first_row, chunk.rows, values.data());
       if (!allow_non_finite) check_finite(recipe, chunk.first_row, chunk.rows, values.data());
-      if (recipe.mlx_aware_source)
+      if (weights[chunk.tensor] != nullptr)
+        encode_weighted(recipe, chunk.first_row, chunk.rows, values.data(), weights[chunk.tensor], bytes.data());
+      else if (recipe.mlx_aware_source)
         encode_rows_mlx_aware(recipe.type, *recipe.mlx_aware_source, values.data(), chunk.rows, recipe.row_length(), bytes.data());
       else
         encode_rows(recipe.type, values.data(), chunk.rows, recipe.row_length(), bytes.data());

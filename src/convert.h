@@ -13,6 +13,8 @@
 
 namespace mlx2gguf {
 
+struct ImportanceMatrix;
+
 struct ConvertOptions {
   std::filesystem::path model_dir;
   std::filesystem::path outfile;  // empty: llama.cpp's default name from the metadata, in the current directory
@@ -24,6 +26,8 @@ struct ConvertOptions {
   bool allow_non_finite = false;  // write NaN / infinite weights instead of refusing them (--allow-non-finite)
   SplitLimits split;  // --split-max-size / --split-max-tensors: a split set in llama.cpp's layout
   bool dry_run = false;  // plan only: the summary describes the file without writing it (--dry-run)
+  // An importance matrix from llama-imatrix (--imatrix): quantized tensors are weighted by it as llama-quantize does.
+  std::optional<std::filesystem::path> imatrix;
 };
 
 // Tensors written in one GGUF type.
@@ -74,10 +78,11 @@ ConvertSummary convert_adapter(const ConvertAdapterOptions& options);
 
 // Encodes and writes a plan (the second half of convert): tensors in parallel, atomic publish. A NaN or infinite
 // value is an error naming its source tensor unless `allow_non_finite`. A SIGINT / SIGTERM (util/cancel.h) stops
-// the workers and throws Cancelled; the temporary file is removed either way.
+// the workers and throws Cancelled; the temporary file is removed either way. With `importance`, tensors encoded
+// from floats into a type with a weighted search use its entry of the same name (per expert for stacked experts).
 ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::path& outfile, int threads,
                           const std::function<void(const std::string&)>& log, bool allow_non_finite = false,
-                          const SplitLimits& split = {});
+                          const SplitLimits& split = {}, const ImportanceMatrix* importance = nullptr);
 
 // Rows [first, first + count) of the recipe's output, as float32 (row maps, column maps and value ops applied).
 void read_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, float* out);

@@ -59,7 +59,7 @@ void report(const std::string& outfile, const ConvertSummary& summary, bool json
 }
 
 struct ConvertArgs {
-  std::string model_dir, outfile, outtype = "auto", tokenizer_pre, name, adapter_path, adapter_file, metadata_file;
+  std::string model_dir, outfile, outtype = "auto", tokenizer_pre, name, adapter_path, adapter_file, metadata_file, imatrix;
   bool fuse_requantize = false;
   bool modelfile = false;
   std::string split_max_size;
@@ -100,6 +100,7 @@ int run_convert(const ConvertArgs& args) {
   options.outfile = outfile;  // empty: llama.cpp's default name, from the metadata
   options.threads = args.threads;
   options.allow_non_finite = args.allow_non_finite;
+  if (!args.imatrix.empty()) options.imatrix = args.imatrix;
   if (!args.quiet) options.log = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
   options.dry_run = args.dry_run;
   const ConvertSummary summary = convert(options);
@@ -314,6 +315,10 @@ int main(int argc, char** argv) {
                         "tensor quantized from its float values. Without it, MLX-quantized tensors keep their "
                         "lossless type wherever the mix asks for as many bits or more, and K-types are searched to "
                         "keep the MLX codes");
+  convert_cmd->add_option("--imatrix", c.imatrix,
+                          "Importance matrix from llama-imatrix (GGUF or legacy .dat): quantized tensors are weighted "
+                          "by it as llama-quantize --imatrix weights them (Q4_0..Q5_1 and the K types; lossless "
+                          "repacks and other types are unaffected)");
   convert_cmd->add_option("--threads,-t", c.threads, "Worker threads (default: all cores)");
   convert_cmd->add_flag("--allow-non-finite", c.allow_non_finite,
                         "Write NaN or infinite weights, scales or biases instead of refusing them (the GGUF will "

@@ -128,7 +128,7 @@ GgmlType fit_rows(GgmlType type, int64_t row_length) {
   return row_length % ggml_type_info(type).block_size == 0 ? type : GgmlType::F16;
 }
 
-MixModel mix_model(const ConversionPlan& plan) {
+MixModel mix_model(const ConversionPlan& plan, bool has_imatrix) {
   const std::string arch = plan.metadata.get("general.architecture")->strings.at(0);
   auto u32 = [&](const std::string& key) -> int64_t {
     const GgufValue* value = plan.metadata.get(arch + "." + key);
@@ -142,6 +142,7 @@ MixModel mix_model(const ConversionPlan& plan) {
   model.n_head_kv = u32("attention.head_count_kv");
   model.has_output = std::any_of(plan.tensors.begin(), plan.tensors.end(),
                                  [](const TensorRecipe& t) { return t.name == "output.weight"; });
+  model.has_imatrix = has_imatrix;
   return model;
 }
 
@@ -184,7 +185,7 @@ void assign_types(const SourceModel& model, const PlanOptions& options, Conversi
   if (mix != nullptr) {
     std::vector<MixTensor> mix_tensors;
     for (const TensorRecipe* tensor : quantizable) mix_tensors.push_back({tensor->name, tensor->shape});
-    const std::vector<GgmlType> types = choose_mix_types(*mix, mix_model(plan), mix_tensors);
+    const std::vector<GgmlType> types = choose_mix_types(*mix, mix_model(plan, options.has_imatrix), mix_tensors);
     for (size_t i = 0; i < quantizable.size(); ++i) quantizable[i]->type = types[i];
   } else {
     const GgmlType float_type = resolve_out_type(model, out_type);
@@ -209,7 +210,8 @@ void assign_types(const SourceModel& model, const PlanOptions& options, Conversi
     if (mix != nullptr && options.pure) return;  // llama-quantize quantizes every tensor from its float values
     const LosslessTarget target = lossless_target(*spec, tensor.row_length());
     if (mix != nullptr && apply_mlx_source_rule(*mix, tensor, *spec, target)) return;
-    if (mix != nullptr && has_mlx_aware_encoding(tensor.type, *spec) && tensor.row_length() % kKQuantSuperBlock == 0) {
+    // An importance matrix asks for llama-quantize's weighted search instead (convert.cpp).
+    if (mix != nullptr && !options.has_imatrix && has_mlx_aware_encoding(tensor.type, *spec) && tensor.row_length() % kKQuantSuperBlock == 0) {
       tensor.mlx_aware_source = spec;
       tensor.type_note = fmt::format("{} searched to keep the codes of {}", ggml_type_info(tensor.type).name, describe(*spec));
       return;

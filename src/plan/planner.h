@@ -33,6 +33,7 @@ struct PlanOptions {
   // With a llama-quantize type: exactly llama-quantize's types, every tensor quantized from its float values (no
   // lossless homes, no MLX-aware type choice or encoding); the bytes of llama_model_quantize of the f32 file.
   bool pure = false;
+  bool has_imatrix = false;                  // types as llama-quantize chooses them when given an importance matrix
 };
 
 ConversionPlan make_plan(const SourceModel& model, const PlanOptions& options);

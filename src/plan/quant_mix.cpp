@@ -124,6 +124,9 @@ class MixRules {
     if (is("q4_k_m")) return use_more_bits(i, n) ? T::Q6_K : type;
     if (is("q5_k_m")) return use_more_bits(i, n) ? T::Q6_K : type;
     if (is("q4_k_s") && i < n / 8) return T::Q5_K;
+    // With importance weights llama-quantize still guards the first eighth of ffn_down layers of Q4_0 / Q5_0 with
+    // the offset types (without them it keeps the default, so that files stay as they were before imatrix).
+    if (model_.has_imatrix && is_any({"q4_0", "q5_0"}) && i < n / 8) return is("q4_0") ? T::Q4_1 : T::Q5_1;
     return type;
   }
 

@@ -28,6 +28,7 @@ struct MixModel {
   int64_t n_expert = 0;  // expert_count (0 for dense models)
   int64_t n_head = 0, n_head_kv = 0;
   bool has_output = false;  // false: token_embd doubles as the output head (tied) and gets the output's type
+  bool has_imatrix = false;  // an importance matrix is given (--imatrix): one rule differs with it
 };
 
 // One tensor the mix may re-type (2+ dimensions, a ".weight" that llama-quantize quantizes).

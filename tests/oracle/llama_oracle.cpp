@@ -402,6 +402,23 @@ void llama_quantize_file(const std::string& in, const std::string& out, int ftyp
   }
 }
 
+void llama_quantize_file_with_imatrix(const std::string& in, const std::string& out, int ftype,
+                                      const std::map<std::string, std::vector<float>>& imatrix, int threads) {
+  ensure_initialized();
+  ErrorCollector errors;
+  std::vector<llama_model_imatrix_data> entries;
+  for (const auto& [name, values] : imatrix) entries.push_back({name.c_str(), values.data(), values.size()});
+  entries.push_back({nullptr, nullptr, 0});  // the list ends with a null name
+  llama_model_quantize_params params = llama_model_quantize_default_params();
+  params.nthread = threads;
+  params.ftype = static_cast<llama_ftype>(ftype);
+  params.imatrix = entries.data();
+  if (llama_model_quantize(in.c_str(), out.c_str(), &params) != 0) {
+    fail("llama_model_quantize " + in + " -> " + out + " (ftype " + std::to_string(ftype) + ", with imatrix) failed",
+         errors, "no reason given");
+  }
+}
+
 // --- Hugging Face tokenizers ---
 
 std::vector<std::vector<int32_t>> hf_tokenize(const std::string& tokenizer_json,

@@ -5,6 +5,7 @@
 // llama.cpp's informational logging is silenced; its error messages become the text of the exceptions (or the
 // return value of gguf_check_file) instead of being printed.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -89,6 +90,10 @@ std::vector<float> ggml_dequantize(int ggml_type, const uint8_t* data, int64_t e
 // llama.cpp's whole-file quantizer (what `llama-quantize` runs) to the llama_ftype code `ftype`
 // (e.g. 7 = Q8_0, 15 = Q4_K_M). Throws with llama.cpp's reason on failure.
 void llama_quantize_file(const std::string& in, const std::string& out, int ftype, int threads = kThreads);
+// The same with an importance matrix, as `llama-quantize --imatrix` passes it to llama_model_quantize: the
+// weights of each tensor by GGUF name (ne0 values per expert, the division by counts already done).
+void llama_quantize_file_with_imatrix(const std::string& in, const std::string& out, int ftype,
+                                      const std::map<std::string, std::vector<float>>& imatrix, int threads = kThreads);
 
 // Hugging Face tokenizers on `tokenizer_json` (a tokenizer.json path): the ids of each text. Padding and
 // truncation are switched off so every text is tokenized whole. Runs node; throws if it fails.
