@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "encode/mlx_aware_k_quants.h"
 #include "encode/repack.h"
@@ -90,6 +92,77 @@ void repack_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count
 }
 
 namespace {
+
+// The GGUF type whose bytes are those of a stored float dtype.
+std::optional<GgmlType> same_bytes_type(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return GgmlType::F32;
+    case DType::F16: return GgmlType::F16;
+    case DType::BF16: return GgmlType::BF16;
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace
+
+bool copies_stored_bytes(const TensorRecipe& recipe) {
+  if (recipe.repack || !recipe.generated.empty() || recipe.op != ValueOp::None || recipe.sources.empty()) return false;
+  for (const SourceTensor* source : recipe.sources)
+    if (source->verbatim_row(0) == nullptr || same_bytes_type(source->value_dtype()) != recipe.type) return false;
+  return true;
+}
+
+std::span<const uint8_t> copy_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count,
+                                          std::vector<uint8_t>& buffer) {
+  const int64_t length = recipe.row_length();
+  const size_t value_size = static_cast<size_t>(ggml_type_info(recipe.type).type_size);
+  const size_t row_bytes = static_cast<size_t>(length) * value_size;
+  if (recipe.row_map.empty() && recipe.column_map.empty()) {
+    const auto [source, row] = locate(recipe, first);
+    if (row + count <= source->row_count())  // one stretch of one source: the mapped bytes themselves
+      return {source->verbatim_row(row), row_bytes * static_cast<size_t>(count)};
+  }
+  buffer.resize(row_bytes * static_cast<size_t>(count));
+  for (int64_t r = first; r < first + count; ++r) {
+    const int64_t wanted = recipe.row_map.empty() ? r : recipe.row_map[static_cast<size_t>(r)];
+    const auto [source, row] = locate(recipe, wanted);
+    const uint8_t* from = source->verbatim_row(row);
+    uint8_t* to = buffer.data() + static_cast<size_t>(r - first) * row_bytes;
+    if (recipe.column_map.empty()) {
+      std::memcpy(to, from, row_bytes);
+      continue;
+    }
+    for (int64_t c = 0; c < length; ++c)
+      std::memcpy(to + static_cast<size_t>(c) * value_size,
+                  from + static_cast<size_t>(recipe.column_map[static_cast<size_t>(c)]) * value_size, value_size);
+  }
+  return buffer;
+}
+
+namespace {
+
+// Whether float bytes of `type` hold a NaN or infinity: an OR over the exponent test, which the compiler
+// vectorizes, so checking costs next to nothing beside copying the same bytes.
+template <typename Bits, Bits kExponent>
+bool any_all_ones_exponent(std::span<const uint8_t> bytes) {
+  const size_t count = bytes.size() / sizeof(Bits);
+  uint32_t found = 0;
+  for (size_t i = 0; i < count; ++i) {
+    Bits bits;
+    std::memcpy(&bits, bytes.data() + i * sizeof(Bits), sizeof(Bits));
+    found |= static_cast<uint32_t>((bits & kExponent) == kExponent);
+  }
+  return found != 0;
+}
+
+bool any_non_finite_bytes(GgmlType type, std::span<const uint8_t> bytes) {
+  switch (type) {
+    case GgmlType::F32: return any_all_ones_exponent<uint32_t, 0x7f800000u>(bytes);
+    case GgmlType::F16: return any_all_ones_exponent<uint16_t, 0x7c00>(bytes);
+    case GgmlType::BF16: return any_all_ones_exponent<uint16_t, 0x7f80>(bytes);
+    default: fail("internal error: {} is not a float type", ggml_type_info(type).name);
+  }
+}
 
 struct Chunk {
   size_t tensor;
@@ -190,6 +263,12 @@ void describe_merged_adapter(const Adapter& adapter, PlanOptions& options) {
           : fmt::format("mlx-lm {} adapter '{}/{}' merged into the weights (rank {}, scale {})",
                         adapter.type() == FineTuneType::Dora ? "DoRA" : "LoRA", options.merged_adapter_name,
                         adapter.weights_path().filename().string(), adapter.rank(), adapter.scale());
+}
+
+// --threads for every parallel step while the returned object lives (0: all hardware threads).
+tbb::global_control thread_limit(int threads_wanted) {
+  const int threads = threads_wanted > 0 ? threads_wanted : static_cast<int>(std::thread::hardware_concurrency());
+  return tbb::global_control(tbb::global_control::max_allowed_parallelism, static_cast<size_t>(std::max(1, threads)));
 }
 
 bool is_merged(const TensorRecipe& recipe) {
@@ -300,6 +379,7 @@ ConvertSummary convert(const ConvertOptions& options) {
 
   std::optional<ImportanceMatrix> importance;
   if (options.imatrix) importance = read_imatrix(*options.imatrix);
+  const tbb::global_control limit = thread_limit(options.threads);  // reading and planning scan in parallel too
 
   SourceModel model = SourceModel::open(options.model_dir);
   std::unique_ptr<Adapter> adapter;
@@ -332,6 +412,7 @@ ConvertSummary convert(const ConvertOptions& options) {
 ConvertSummary convert_adapter(const ConvertAdapterOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   check_output_directory(options.outfile);
+  const tbb::global_control limit = thread_limit(options.threads);
   const SourceModel base = SourceModel::open(options.base_dir);
   const std::unique_ptr<Adapter> adapter = Adapter::open(options.adapter, base);
   const ConversionPlan plan = make_adapter_plan(base, *adapter, options.plan);
@@ -372,9 +453,12 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
       chunks.push_back({t, first, std::min(rows_per_chunk, recipe.row_count() - first)});
   }
 
+  // Float tensors written in their stored type are byte copies (row and column gathers), never floats.
+  std::vector<bool> copy(plan.tensors.size());
+  for (size_t t = 0; t < plan.tensors.size(); ++t) copy[t] = copies_stored_bytes(plan.tensors[t]);
+
   Progress progress(log, writer.file_size(), ::isatty(STDERR_FILENO) != 0);
-  const int threads = threads_wanted > 0 ? threads_wanted : static_cast<int>(std::thread::hardware_concurrency());
-  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, std::max(1, threads));
+  const tbb::global_control limit = thread_limit(threads_wanted);
   tbb::parallel_for(size_t{0}, chunks.size(), [&](size_t i) {
     throw_if_cancelled();
     const Chunk& chunk = chunks[i];
@@ -382,6 +466,15 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
     thread_local std::vector<float> values;
     thread_local std::vector<uint8_t> bytes;
     const int64_t row_bytes = ggml_row_bytes(recipe.type, recipe.row_length());
+    if (copy[chunk.tensor]) {
+      // A NaN or infinity goes through floats instead, which names it or writes it in canonical form.
+      const std::span<const uint8_t> copied = copy_recipe_rows(recipe, chunk.first_row, chunk.rows, bytes);
+      if (!any_non_finite_bytes(recipe.type, copied)) {
+        writer.write(chunk.tensor, static_cast<uint64_t>(chunk.first_row * row_bytes), copied);
+        progress.advance(copied.size());
+        return;
+      }
+    }
     bytes.resize(static_cast<size_t>(chunk.rows * row_bytes));
     if (recipe.repack) {
       // Repacked tensors are finite: repack_obstacle sent any with a non-finite scale or bias to the float path.

@@ -3,7 +3,9 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "plan/adapter_plan.h"
 #include "plan/planner.h"
@@ -88,5 +90,13 @@ ConvertSummary write_plan(const ConversionPlan& plan, const std::filesystem::pat
 void read_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, float* out);
 // The same rows of a repacked recipe as GGUF blocks (recipe.repack).
 void repack_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count, uint8_t* out);
+
+// Whether the recipe's output bytes are its sources' stored bytes rearranged: float sources stored in the output
+// type, with no value op. Those rows are copied (copy_recipe_rows) instead of read as floats and encoded.
+bool copies_stored_bytes(const TensorRecipe& recipe);
+// Rows [first, first + count) of such a recipe: the same bytes as encode_rows(read_recipe_rows(...)) for finite
+// values. A view of the mapped source when the rows are one stretch of it, else gathered into `buffer`.
+std::span<const uint8_t> copy_recipe_rows(const TensorRecipe& recipe, int64_t first, int64_t count,
+                                          std::vector<uint8_t>& buffer);
 
 }  // namespace mlx2gguf

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "encode/block_kernels.h"
 #include "util/half.h"
 
 namespace mlx2gguf {
@@ -46,39 +47,55 @@ void add_fifth_bits(const uint8_t* qh, uint8_t* codes) {
   for (int j = 0; j < 32; ++j) codes[j] |= static_cast<uint8_t>(((bits >> j) & 1) << 4);
 }
 
-// The element of largest magnitude, with its sign; the first one wins ties.
-float signed_absmax(const float* x, int count) {
-  float amax = 0.0f, max = 0.0f;
-  for (int j = 0; j < count; ++j) {
-    if (amax < std::fabs(x[j])) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  }
-  return max;
+// A block the vector kernels may take: all finite (NaN and infinity go through the scalar loops, which treat them
+// exactly as the reference does).
+Isa block_isa(Isa isa, const float* x) { return isa == Isa::Scalar || block_finite(x) ? isa : Isa::Scalar; }
+
+// A scale so small that its inverse overflows makes the codes infinite or NaN before their conversion to integers,
+// whose result the C++ standard leaves undefined: those blocks also take the scalar loops, whose conversion is the
+// reference's.
+Isa codes_isa(Isa isa, float d, float inverse) { return std::isfinite(d) && std::isfinite(inverse) ? isa : Isa::Scalar; }
+
+// The element of largest magnitude, with its sign; the first one wins ties (0 when all are zero).
+float signed_absmax(Isa isa, const float* x) {
+  const float amax = block_absmax(isa, x);
+  if (amax == 0.0f) return 0.0f;
+  for (int j = 0; j < 32; ++j)
+    if (std::fabs(x[j]) == amax) return x[j];
+  return 0.0f;  // only NaN elements: the reference keeps its initial 0
+}
+
+// The reference keeps the first of equal minima (maxima), which matters only for the sign of a zero.
+float first_equal(const float* x, float value) {
+  if (value != 0.0f) return value;
+  for (int j = 0; j < 32; ++j)
+    if (x[j] == 0.0f) return x[j];
+  return value;
 }
 
 // Symmetric block: scale d = max / -levels, codes truncate(x / d + levels + 0.5) capped at 2·levels - 1.
 // The element of largest magnitude lands exactly on code 0.
-uint16_t quantize_symmetric_block(const float* x, int levels, uint8_t* codes) {
-  const float d = signed_absmax(x, 32) / static_cast<float>(-levels);
+uint16_t quantize_symmetric_block(Isa isa, const float* x, int levels, uint8_t* codes) {
+  isa = block_isa(isa, x);
+  const float d = signed_absmax(isa, x) / static_cast<float>(-levels);
   const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
   const float offset = static_cast<float>(levels) + 0.5f;
-  // Truncation through int (the value is positive) matches the reference's cast and vectorizes.
-  for (int j = 0; j < 32; ++j) codes[j] = static_cast<uint8_t>(std::min(2 * levels - 1, static_cast<int>(x[j] * inverse + offset)));
+  // (x - 0) * inverse is x * inverse for every finite x; truncation through int (the value is positive) matches
+  // the reference's cast.
+  block_trunc_codes(codes_isa(isa, d, inverse), x, 0.0f, inverse, offset, 2 * levels - 1, codes);
   return f32_to_f16(d);
 }
 
 // Asymmetric block: m = min, d = (max - min) / top, codes truncate((x - min) / d + 0.5).
-void quantize_asymmetric_block(const float* x, int top, uint16_t& d16, uint16_t& m16, uint8_t* codes) {
-  float min = FLT_MAX, max = -FLT_MAX;
-  for (int j = 0; j < 32; ++j) {
-    if (x[j] < min) min = x[j];
-    if (x[j] > max) max = x[j];
-  }
+void quantize_asymmetric_block(Isa isa, const float* x, int top, uint16_t& d16, uint16_t& m16, uint8_t* codes) {
+  isa = block_isa(isa, x);
+  float min, max;
+  block_min_max(isa, x, min, max);
+  min = first_equal(x, min);
+  max = first_equal(x, max);
   const float d = (max - min) / static_cast<float>(top);
   const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
-  for (int j = 0; j < 32; ++j) codes[j] = static_cast<uint8_t>(std::min(top, static_cast<int>((x[j] - min) * inverse + 0.5f)));
+  block_trunc_codes(codes_isa(isa, d, inverse), x, min, inverse, 0.5f, top, codes);
   d16 = f32_to_f16(d);
   m16 = f32_to_f16(min);
 }
@@ -160,50 +177,57 @@ void pack_nvfp4_block(const uint8_t* ue4m3, const uint8_t* codes, uint8_t* block
   for (int s = 0; s < 4; ++s) pack_nibbles(codes + 16 * s, 16, block + 4 + 8 * s);
 }
 
-void quantize_row_q4_0(const float* x, int64_t n, uint8_t* out) {
+void quantize_row_q4_0(const float* x, int64_t n, uint8_t* out, Isa isa) {
   uint8_t codes[32];
   for (int64_t b = 0; b < n / 32; ++b, x += 32, out += 18) {
-    store_f16(out, quantize_symmetric_block(x, 8, codes));
+    store_f16(out, quantize_symmetric_block(isa, x, 8, codes));
     pack_nibbles(codes, 32, out + 2);
   }
 }
 
-void quantize_row_q5_0(const float* x, int64_t n, uint8_t* out) {
+void quantize_row_q5_0(const float* x, int64_t n, uint8_t* out, Isa isa) {
   uint8_t codes[32];
   for (int64_t b = 0; b < n / 32; ++b, x += 32, out += 22) {
-    store_f16(out, quantize_symmetric_block(x, 16, codes));
+    store_f16(out, quantize_symmetric_block(isa, x, 16, codes));
     pack_fifth_bits(codes, out + 2);
     pack_nibbles(codes, 32, out + 6);
   }
 }
 
-void quantize_row_q4_1(const float* x, int64_t n, uint8_t* out) {
+void quantize_row_q4_1(const float* x, int64_t n, uint8_t* out, Isa isa) {
   uint8_t codes[32];
   uint16_t d, m;
   for (int64_t b = 0; b < n / 32; ++b, x += 32, out += 20) {
-    quantize_asymmetric_block(x, 15, d, m, codes);
+    quantize_asymmetric_block(isa, x, 15, d, m, codes);
     pack_q4_1_block(d, m, codes, out);
   }
 }
 
-void quantize_row_q5_1(const float* x, int64_t n, uint8_t* out) {
+void quantize_row_q5_1(const float* x, int64_t n, uint8_t* out, Isa isa) {
   uint8_t codes[32];
   uint16_t d, m;
   for (int64_t b = 0; b < n / 32; ++b, x += 32, out += 24) {
-    quantize_asymmetric_block(x, 31, d, m, codes);
+    quantize_asymmetric_block(isa, x, 31, d, m, codes);
     pack_q5_1_block(d, m, codes, out);
   }
 }
 
 // Q8_0 rounds half away from zero (C roundf) from the unrounded scale, unlike the 4/5-bit types.
-void quantize_row_q8_0(const float* x, int64_t n, uint8_t* out) {
+void quantize_row_q8_0(const float* x, int64_t n, uint8_t* out, Isa isa) {
   for (int64_t b = 0; b < n / 32; ++b, x += 32, out += 34) {
-    const float d = absmax(x, 32) / 127.0f;
+    const Isa block = block_isa(isa, x);
+    const float d = block_absmax(block, x) / 127.0f;
     const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
     store_f16(out, f32_to_f16(d));
-    for (int j = 0; j < 32; ++j) out[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::round(x[j] * inverse)));
+    block_round_codes(codes_isa(block, d, inverse), x, inverse, reinterpret_cast<int8_t*>(out + 2));
   }
 }
+
+void quantize_row_q4_0(const float* x, int64_t n, uint8_t* out) { quantize_row_q4_0(x, n, out, best_isa()); }
+void quantize_row_q4_1(const float* x, int64_t n, uint8_t* out) { quantize_row_q4_1(x, n, out, best_isa()); }
+void quantize_row_q5_0(const float* x, int64_t n, uint8_t* out) { quantize_row_q5_0(x, n, out, best_isa()); }
+void quantize_row_q5_1(const float* x, int64_t n, uint8_t* out) { quantize_row_q5_1(x, n, out, best_isa()); }
+void quantize_row_q8_0(const float* x, int64_t n, uint8_t* out) { quantize_row_q8_0(x, n, out, best_isa()); }
 
 // MXFP4: one power-of-two scale per 32 elements, chosen so the largest magnitude falls in the top binade of
 // the FP4 grid (values up to 6), then each element takes its nearest grid value.

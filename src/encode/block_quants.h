@@ -4,6 +4,8 @@
 // Every function handles one row of `n` elements (a multiple of the type's block size).
 #include <cstdint>
 
+#include "util/isa.h"
+
 namespace mlx2gguf {
 
 void quantize_row_q4_0(const float* x, int64_t n, uint8_t* out);
@@ -11,6 +13,13 @@ void quantize_row_q4_1(const float* x, int64_t n, uint8_t* out);
 void quantize_row_q5_0(const float* x, int64_t n, uint8_t* out);
 void quantize_row_q5_1(const float* x, int64_t n, uint8_t* out);
 void quantize_row_q8_0(const float* x, int64_t n, uint8_t* out);
+// The same with the vector instructions of `isa` (one of supported_isas()): the same bytes; the versions above use
+// best_isa(). Tests compare every version.
+void quantize_row_q4_0(const float* x, int64_t n, uint8_t* out, Isa isa);
+void quantize_row_q4_1(const float* x, int64_t n, uint8_t* out, Isa isa);
+void quantize_row_q5_0(const float* x, int64_t n, uint8_t* out, Isa isa);
+void quantize_row_q5_1(const float* x, int64_t n, uint8_t* out, Isa isa);
+void quantize_row_q8_0(const float* x, int64_t n, uint8_t* out, Isa isa);
 void quantize_row_mxfp4(const float* x, int64_t n, uint8_t* out);
 void quantize_row_nvfp4(const float* x, int64_t n, uint8_t* out);
 

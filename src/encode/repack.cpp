@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "encode/block_quants.h"
+#include "encode/nibble_repack.h"
 #include "read/dequant.h"
 #include "util/error.h"
 #include "util/half.h"
@@ -129,13 +130,72 @@ std::optional<std::vector<int64_t>> column_map_as_groups(const std::vector<int64
   return groups;
 }
 
+namespace {
+
+// 4-bit codes into Q4_1, MXFP4 or NVFP4 blocks: the nibbles of each block re-paired straight from the packed row
+// (a run of whole blocks at a time), then the block headers. False when the case needs the general path.
+bool repack_4bit_row(const SourceTensor& tensor, const SourceTensor::PackedRow& source, GgmlType target,
+                     const std::vector<int64_t>& groups, uint8_t* out, Isa isa) {
+  const QuantSpec& spec = *tensor.quant();
+  if (spec.bits != 4) return false;
+  const int64_t length = tensor.row_length();
+  const int64_t group_size = spec.group_size;
+  const int64_t block_bytes = ggml_type_info(target).type_size;
+  auto source_group = [&](int64_t g) { return groups.empty() ? g : groups[static_cast<size_t>(g)]; };
+  switch (target) {
+    case GgmlType::Q4_1: {
+      // One call per run of groups taken in order (the whole row when there is no group map).
+      const int64_t blocks_per_group = group_size / 32;
+      const int64_t group_count = length / group_size;
+      for (int64_t g = 0; g < group_count;) {
+        int64_t run = 1;
+        while (g + run < group_count && source_group(g + run) == source_group(g) + run) ++run;
+        repair_nibbles(isa, NibblePairing::Half16, source.codes + source_group(g) * group_size / 2,
+                       run * blocks_per_group, out + g * blocks_per_group * block_bytes + 4, block_bytes);
+        g += run;
+      }
+      for (int64_t g = 0; g < group_count; ++g) {
+        const int64_t from = source_group(g);
+        const uint16_t d = f32_to_f16(load_float(source.scales, tensor.value_dtype(), from));
+        const uint16_t m = f32_to_f16(load_float(source.biases, tensor.value_dtype(), from));
+        for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
+          std::memcpy(out + b * block_bytes, &d, 2);
+          std::memcpy(out + b * block_bytes + 2, &m, 2);
+        }
+      }
+      return true;
+    }
+    case GgmlType::MXFP4: {
+      if (!groups.empty()) return false;
+      repair_nibbles(isa, NibblePairing::Half16, source.codes, length / 32, out + 1, block_bytes);
+      for (int64_t b = 0; b < length / 32; ++b) out[b * block_bytes] = source.scales[b];
+      return true;
+    }
+    case GgmlType::NVFP4: {
+      if (!groups.empty()) return false;
+      repair_nibbles(isa, NibblePairing::Half8, source.codes, length / 64, out + 4, block_bytes);
+      for (int64_t b = 0; b < length / 64; ++b) std::memcpy(out + b * block_bytes, source.scales + 4 * b, 4);
+      return true;
+    }
+    default: return false;
+  }
+}
+
+}  // namespace
+
 void repack_row(const SourceTensor& tensor, int64_t row, GgmlType target, const std::vector<int64_t>& groups,
                 uint8_t* out) {
+  repack_row(tensor, row, target, groups, out, best_isa());
+}
+
+void repack_row(const SourceTensor& tensor, int64_t row, GgmlType target, const std::vector<int64_t>& groups,
+                uint8_t* out, Isa isa) {
   const QuantSpec& spec = *tensor.quant();
   const int64_t length = tensor.row_length();
   const int64_t group_size = spec.group_size;
   thread_local SourceTensor::PackedRowBuffer buffer;
   const SourceTensor::PackedRow source = tensor.packed_row(row, buffer);
+  if (repack_4bit_row(tensor, source, target, groups, out, isa)) return;
   auto source_group = [&](int64_t g) { return groups.empty() ? g : groups[static_cast<size_t>(g)]; };
 
   // Codes of the output row, in output order.

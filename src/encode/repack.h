@@ -13,6 +13,7 @@
 
 #include "read/source_model.h"
 #include "gguf/gguf_types.h"
+#include "util/isa.h"
 
 namespace mlx2gguf {
 
@@ -35,5 +36,9 @@ std::optional<std::vector<int64_t>> column_map_as_groups(const std::vector<int64
 // taken from source group groups[g] (empty: identity).
 void repack_row(const SourceTensor& tensor, int64_t row, GgmlType target, const std::vector<int64_t>& groups,
                 uint8_t* out);
+// The same with the vector instructions of `isa` (one of supported_isas()) for the 4-bit cases, so that tests can
+// compare every version; repack_row uses best_isa().
+void repack_row(const SourceTensor& tensor, int64_t row, GgmlType target, const std::vector<int64_t>& groups,
+                uint8_t* out, Isa isa);
 
 }  // namespace mlx2gguf

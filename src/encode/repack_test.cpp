@@ -53,10 +53,11 @@ std::unique_ptr<QuantizedFixture> make_fixture(const QuantSpec& spec, DType scal
   return f;
 }
 
-std::vector<uint8_t> repack_all(const SourceTensor& tensor, GgmlType target, const std::vector<int64_t>& groups = {}) {
+std::vector<uint8_t> repack_all(const SourceTensor& tensor, GgmlType target, const std::vector<int64_t>& groups = {},
+                                Isa isa = best_isa()) {
   const int64_t row_bytes = ggml_row_bytes(target, tensor.row_length());
   std::vector<uint8_t> out(static_cast<size_t>(tensor.row_count() * row_bytes));
-  for (int64_t r = 0; r < tensor.row_count(); ++r) repack_row(tensor, r, target, groups, out.data() + r * row_bytes);
+  for (int64_t r = 0; r < tensor.row_count(); ++r) repack_row(tensor, r, target, groups, out.data() + r * row_bytes, isa);
   return out;
 }
 
@@ -92,9 +93,13 @@ TEST_P(LosslessRepack, GgmlDequantizesRepackedRowsToMlxValuesBitForBit) {
   EXPECT_EQ(*target.type, c.target);
   EXPECT_EQ(repack_obstacle(f->tensor, c.target), std::nullopt);
 
-  const std::vector<uint8_t> bytes = repack_all(f->tensor, c.target);
-  expect_bitwise_equal(mlx_values(f->tensor),
-                       oracle::ggml_dequantize(static_cast<int>(c.target), bytes.data(), rows * cols), "repacked");
+  // Every version of the kernels this CPU runs (scalar, AVX2, AVX-512 / NEON).
+  for (Isa isa : supported_isas()) {
+    const std::vector<uint8_t> bytes = repack_all(f->tensor, c.target, {}, isa);
+    expect_bitwise_equal(mlx_values(f->tensor),
+                         oracle::ggml_dequantize(static_cast<int>(c.target), bytes.data(), rows * cols),
+                         fmt::format("repacked ({})", isa_name(isa)));
+  }
 }
 
 TEST_P(LosslessRepack, ReorderedGroupsMatchReorderedMlxColumns) {
@@ -111,9 +116,11 @@ TEST_P(LosslessRepack, ReorderedGroupsMatchReorderedMlxColumns) {
   std::vector<float> expected(mlx.size());
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c2 = 0; c2 < cols; ++c2) expected[r * cols + c2] = mlx[r * cols + column_map[c2]];
-  const std::vector<uint8_t> bytes = repack_all(f->tensor, c.target, *groups);
-  expect_bitwise_equal(expected, oracle::ggml_dequantize(static_cast<int>(c.target), bytes.data(), rows * cols),
-                       "reordered");
+  for (Isa isa : supported_isas()) {
+    const std::vector<uint8_t> bytes = repack_all(f->tensor, c.target, *groups, isa);
+    expect_bitwise_equal(expected, oracle::ggml_dequantize(static_cast<int>(c.target), bytes.data(), rows * cols),
+                         fmt::format("reordered ({})", isa_name(isa)));
+  }
 }
 
 std::string case_name(const testing::TestParamInfo<RepackCase>& info) {

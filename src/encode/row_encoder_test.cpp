@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "encode/block_quants.h"
 #include "llama_oracle.h"
 #include "util/error.h"
 
@@ -183,6 +184,37 @@ TEST(EncodeRowsQ8_0, BlockIsScaleThenCodesRoundedHalfAwayFromZero) {
   EXPECT_EQ(d, 0x3C00);  // 1.0 in half precision
   const int expected[] = {127, -64, 1, -1, 3, 1, 0};
   for (int i = 0; i < 7; ++i) EXPECT_EQ(static_cast<int8_t>(block[2 + i]), expected[i]) << "code " << i;
+}
+
+// Each version of the 32-element block quantizers this CPU runs (scalar, AVX2 / NEON), against ggml directly.
+TEST(EncodeRowsBlockTypes, EveryInstructionSetIsByteIdenticalToGgml) {
+  struct Encoder {
+    GgmlType type;
+    void (*quantize)(const float*, int64_t, uint8_t*, Isa);
+  };
+  const Encoder encoders[] = {{GgmlType::Q8_0, quantize_row_q8_0}, {GgmlType::Q4_0, quantize_row_q4_0},
+                              {GgmlType::Q4_1, quantize_row_q4_1}, {GgmlType::Q5_0, quantize_row_q5_0},
+                              {GgmlType::Q5_1, quantize_row_q5_1}};
+  const int64_t rows = 32, row_length = 256;
+  std::vector<float> edge(static_cast<size_t>(rows * row_length), 0.0f);  // zeros of both signs, ties, outliers
+  for (size_t i = 0; i < edge.size(); ++i) {
+    const size_t block = i / 32;
+    if (block % 4 == 1) edge[i] = i % 3 ? 0.0f : -0.0f;
+    if (block % 4 == 2) edge[i] = (i % 2 ? -1.0f : 1.0f) * (static_cast<float>(i % 31) + 0.5f);
+    if (block % 4 == 3) edge[i] = i % 32 == 17 ? -3.0f : 1e-3f * static_cast<float>(i % 5);
+  }
+  const std::vector<std::vector<float>> data = {normal_values(edge.size(), 11, 0.02f), heavy_tailed_values(edge.size(), 12), edge};
+  for (const Encoder& encoder : encoders)
+    for (size_t d = 0; d < data.size(); ++d) {
+      const std::vector<uint8_t> ggml = oracle::ggml_quantize(static_cast<int>(encoder.type), data[d].data(), rows, row_length);
+      for (Isa isa : supported_isas()) {
+        std::vector<uint8_t> ours(ggml.size());
+        const int64_t row_bytes = ggml_row_bytes(encoder.type, row_length);
+        for (int64_t r = 0; r < rows; ++r)
+          encoder.quantize(data[d].data() + r * row_length, row_length, ours.data() + r * row_bytes, isa);
+        EXPECT_EQ(ours, ggml) << ggml_type_info(encoder.type).name << " " << isa_name(isa) << " on data set " << d;
+      }
+    }
 }
 
 TEST(EncodeRows16Bit, ByteIdenticalToGgmlConversions) {

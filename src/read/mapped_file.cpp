@@ -30,6 +30,10 @@ MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
       fail("cannot map '{}': {}", path.string(), std::strerror(err));
     }
     data_ = static_cast<const uint8_t*>(map);
+    // Tensors are read front to back, mostly once: ask for read-ahead. Only a hint, so a failure is harmless.
+#ifdef POSIX_MADV_SEQUENTIAL
+    ::posix_madvise(map, size_, POSIX_MADV_SEQUENTIAL);
+#endif
   }
   ::close(fd);
 }

@@ -144,6 +144,11 @@ void SourceTensor::read_stored_rows(int64_t first, int64_t count, float* out) co
   }
 }
 
+const uint8_t* SourceTensor::verbatim_row(int64_t row) const {
+  if (quant_ || stored_quant_ || transposed_ || merge_) return nullptr;
+  return weight_->bytes.data() + static_cast<size_t>(row * row_length()) * dtype_size(stored_value_dtype_);
+}
+
 SourceTensor::PackedRow SourceTensor::packed_row(int64_t row, PackedRowBuffer& buffer) const {
   if (!quant_) fail("internal error: packed row requested from unquantized tensor '{}'", name_);
   if (merge_) return requantized_row(row, buffer);

@@ -72,6 +72,10 @@ class SourceTensor {
   // Merges `merge`'s module into this tensor (SourceModel::apply_adapter does this for every module).
   void set_merge(std::shared_ptr<const RowMerge> merge);
 
+  // The stored bytes of row `row` when they are exactly the row's values in value_dtype() (a plain float tensor,
+  // not transposed, not merged), so that writing that type can copy them; else null.
+  const uint8_t* verbatim_row(int64_t row) const;
+
  private:
   std::string name_;
   std::vector<int64_t> shape_;

@@ -1,0 +1,20 @@
+# The unit tests that need no x86-64-only oracle (the prebuilt llama.cpp libraries, the built converter binary):
+# one binary, mlx2gguf_portable_tests, that builds for any architecture (scripts/test-arm64.sh runs it on aarch64).
+# A test file is left out when it uses the oracle or the end-to-end support; the list is written to
+# oracle-tests.txt in the build folder.
+find_package(GTest REQUIRED)
+file(GLOB_RECURSE MLX2GGUF_PORTABLE_CANDIDATES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/*_test.cpp)
+set(MLX2GGUF_PORTABLE_TEST_SOURCES)
+set(MLX2GGUF_ORACLE_TEST_LIST "")
+foreach(test_file ${MLX2GGUF_PORTABLE_CANDIDATES})
+  file(STRINGS ${test_file} oracle_uses REGEX "llama_oracle|e2e_support|MLX2GGUF_(BINARY|SOURCE_DIR|TEST_WORK_DIR)")
+  if(oracle_uses)
+    file(RELATIVE_PATH relative ${CMAKE_SOURCE_DIR} ${test_file})
+    string(APPEND MLX2GGUF_ORACLE_TEST_LIST "  ${relative}\n")
+  else()
+    list(APPEND MLX2GGUF_PORTABLE_TEST_SOURCES ${test_file})
+  endif()
+endforeach()
+file(WRITE ${CMAKE_BINARY_DIR}/oracle-tests.txt "${MLX2GGUF_ORACLE_TEST_LIST}")
+add_executable(mlx2gguf_portable_tests ${MLX2GGUF_PORTABLE_TEST_SOURCES})
+target_link_libraries(mlx2gguf_portable_tests PRIVATE mlx2gguf_testkit GTest::gtest GTest::gtest_main)
