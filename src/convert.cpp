@@ -254,16 +254,6 @@ void log_adapter(const Adapter& adapter, MergeRule rule, const std::function<voi
   for (const auto& note : adapter.notes()) log("  note: " + note + "\n");
 }
 
-// general.description and general.finetune of a merged model name the adapter (general_metadata.h).
-void describe_merged_adapter(const Adapter& adapter, PlanOptions& options) {
-  options.merged_adapter_name = adapter.config_path().parent_path().filename().string();
-  options.merged_adapter =
-      adapter.type() == FineTuneType::Full
-          ? fmt::format("mlx-lm full fine-tune '{}' merged into the weights", adapter.weights_path().filename().string())
-          : fmt::format("mlx-lm {} adapter '{}/{}' merged into the weights (rank {}, scale {})",
-                        adapter.type() == FineTuneType::Dora ? "DoRA" : "LoRA", options.merged_adapter_name,
-                        adapter.weights_path().filename().string(), adapter.rank(), adapter.scale());
-}
 
 // --threads for every parallel step while the returned object lives (0: all hardware threads).
 tbb::global_control thread_limit(int threads_wanted) {
@@ -372,6 +362,17 @@ void add_imatrix_metadata(const ImportanceMatrix& matrix, const std::string& giv
 }
 
 }  // namespace
+
+// general.description and general.finetune of a merged model name the adapter (general_metadata.h).
+void describe_merged_adapter(const Adapter& adapter, PlanOptions& options) {
+  options.merged_adapter_name = adapter.config_path().parent_path().filename().string();
+  options.merged_adapter =
+      adapter.type() == FineTuneType::Full
+          ? fmt::format("mlx-lm full fine-tune '{}' merged into the weights", adapter.weights_path().filename().string())
+          : fmt::format("mlx-lm {} adapter '{}/{}' merged into the weights (rank {}, scale {})",
+                        adapter.type() == FineTuneType::Dora ? "DoRA" : "LoRA", options.merged_adapter_name,
+                        adapter.weights_path().filename().string(), adapter.rank(), adapter.scale());
+}
 
 ConvertSummary convert(const ConvertOptions& options) {
   const auto start = std::chrono::steady_clock::now();

@@ -64,6 +64,9 @@ struct ConvertSummary {
 
 ConvertSummary convert(const ConvertOptions& options);
 
+// Records an adapter merged into the weights in the plan's general.* metadata (description, finetune, base model).
+void describe_merged_adapter(const Adapter& adapter, PlanOptions& options);
+
 struct ConvertAdapterOptions {
   std::filesystem::path base_dir;  // the model folder the adapter was trained on
   AdapterLocation adapter;

@@ -293,9 +293,17 @@ TEST(VerifyCorrupted, AnUndoneVHeadOrderIsNamed) {
 TEST(VerifyCorrupted, AWrongAdapterScaleNamesEveryMergedTensor) {
   const fs::path model = e2e::model_folder("llama", "bf16");
   gen::TinyAdapterSpec spec = adapter_spec("lora");
-  const fs::path adapter = e2e::adapter_folder("llama", "bf16", "lora", spec);
-  spec.scale = 10.0;  // half mlx-lm's scale of the fine-tune verified against
-  const fs::path wrong_scale = e2e::adapter_folder("llama", "bf16", "lora-scale-10", spec);
+  const fs::path adapter = e2e::adapter_folder("llama", "bf16", "verify-lora", spec);
+  // The same weights with half the scale in adapter_config.json (the generator would rescale the weights along with
+  // a different spec.scale, keeping the merged model the same).
+  const fs::path wrong_scale = e2e::work_dir() / fmt::format("verify-lora-scale-10-{}", ::getpid());
+  fs::remove_all(wrong_scale);
+  fs::create_directories(wrong_scale);
+  for (const auto& entry : fs::directory_iterator(adapter)) fs::copy(entry.path(), wrong_scale / entry.path().filename());
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(wrong_scale / "adapter_config.json"));
+  ASSERT_EQ(config["lora_parameters"]["scale"].get<double>(), spec.scale);
+  config["lora_parameters"]["scale"] = spec.scale / 2;
+  std::ofstream(wrong_scale / "adapter_config.json") << config.dump(4);
   const fs::path gguf = convert_to(model, OutType::F32, "wrong-scale", wrong_scale);
   const fs::path base = convert_to(model, OutType::F32, "wrong-scale-base");
 
@@ -311,6 +319,7 @@ TEST(VerifyCorrupted, AWrongAdapterScaleNamesEveryMergedTensor) {
   expect_passes(verify(gguf, model, wrong_scale), "the adapter it was made with");
   fs::remove(gguf);
   fs::remove(base);
+  fs::remove_all(wrong_scale);
 }
 
 TEST(VerifyCorrupted, MissingExtraAndRetypedTensorsAreReported) {

@@ -64,8 +64,7 @@ bool same_value(const GgufValue& a, const GgufValue& b) {
 
 // Plans the conversion the way `convert` would, with `out_type`. A tokenizer whose pre-tokenizer mlx2gguf does not
 // recognise is planned with the file's tokenizer.ggml.pre (convert needed --tokenizer-pre for it).
-ConversionPlan plan_as(const SourceModel& model, OutType out_type, const GgufFile& file) {
-  PlanOptions options;
+ConversionPlan plan_as(const SourceModel& model, OutType out_type, const GgufFile& file, PlanOptions options) {
   options.out_type = out_type;
   if (const GgufValue* name = file.metadata.get("general.name"); name && name->type == GgufType::STRING)
     options.name = name->strings.at(0);
@@ -113,12 +112,12 @@ std::vector<OutType> candidate_out_types(const GgufFile& file) {
 // The plan to compare with: the requested --outtype, or the first (auto first) whose plan gives every tensor the
 // type the file has; failing that, the one matching most tensors, whose differences are then reported.
 std::pair<ConversionPlan, OutType> choose_plan(const SourceModel& model, const GgufFile& file,
-                                               std::optional<OutType> requested) {
-  if (requested) return {plan_as(model, *requested, file), *requested};
+                                               std::optional<OutType> requested, const PlanOptions& base) {
+  if (requested) return {plan_as(model, *requested, file, base), *requested};
   std::optional<std::pair<ConversionPlan, OutType>> best;
   int best_matches = -1;
   for (const OutType out_type : candidate_out_types(file)) {
-    ConversionPlan plan = plan_as(model, out_type, file);
+    ConversionPlan plan = plan_as(model, out_type, file, base);
     const int matches = matching_types(plan, file);
     const bool complete = matches == static_cast<int>(file.tensors.size()) && plan.tensors.size() == file.tensors.size();
     if (complete) return {std::move(plan), out_type};
@@ -286,7 +285,9 @@ VerifyReport verify_file(const VerifyOptions& options) {
     adapter = Adapter::open(*options.adapter, model);
     model.apply_adapter(*adapter, options.merge_rule);
   }
-  auto [plan, out_type] = choose_plan(model, file, options.out_type);
+  PlanOptions base;  // what convert plans with besides the output type
+  if (adapter) describe_merged_adapter(*adapter, base);
+  auto [plan, out_type] = choose_plan(model, file, options.out_type, base);
 
   VerifyReport report;
   report.gguf = options.gguf;
