@@ -60,7 +60,11 @@ TEST_P(Qwen35Logits, MatchReferenceForwardPass) {
   const QwenCase& c = GetParam();
   const auto folder = folder_for(c.model);
   const auto gguf = e2e::work_dir() / fmt::format("qwen-{}-{}.gguf", c.model, c.outtype);
-  const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", gguf.string(), "--outtype", c.outtype});
+  std::vector<std::string> args = {"convert", folder.string(), "--outfile", gguf.string(), "--outtype", c.outtype};
+  // q8_0 is compared below with llama.cpp's own q8_0 of the same weights: --pure asks for llama-quantize's exact
+  // types (without it, a 4-bit source's tensors keep their lossless Q4_1: tests/quant_mix_mlx_test.cpp).
+  if (c.outtype == "q8_0") args.push_back("--pure");
+  const auto result = e2e::run_mlx2gguf(args);
   ASSERT_EQ(result.exit_code, 0) << result.output;
 
   // Top-1 is judged where 16-bit activation rounding can decide it (see convert_e2e_test.cpp), f32 everywhere.
