@@ -113,7 +113,11 @@ std::vector<float> llama_logits(const fs::path& gguf) {
 }
 
 void convert(const fs::path& folder, const fs::path& gguf, const std::string& outtype) {
-  const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", gguf.string(), "--outtype", outtype, "-q"});
+  std::vector<std::string> args = {"convert", folder.string(), "--outfile", gguf.string(), "--outtype", outtype, "-q"};
+  // q8_0 is compared with llama.cpp's own q8_0 of the same weights: --pure asks for llama-quantize's exact types
+  // (without it, a 4-bit source's tensors keep their lossless Q4_1: tests/quant_mix_mlx_test.cpp).
+  if (outtype == "q8_0") args.push_back("--pure");
+  const auto result = e2e::run_mlx2gguf(args);
   ASSERT_EQ(result.exit_code, 0) << result.output;
 }
 

@@ -19,6 +19,7 @@
 #include <fmt/ranges.h>
 
 #include "convert.h"
+#include "encode/mlx_aware_k_quants.h"
 #include "encode/row_encoder.h"
 #include "plan/quant_mix.h"
 #include "util/cancel.h"
@@ -134,12 +135,8 @@ struct ChunkStats {
   int64_t wrong = 0, first_wrong_row = -1, not_bit_exact = 0;
 };
 
-bool same_float(float a, float b) {
-  uint32_t x, y;
-  std::memcpy(&x, &a, 4);
-  std::memcpy(&y, &b, 4);
-  return x == y || (std::isnan(a) && std::isnan(b));
-}
+// Equal values: -0 and +0 are the same (ggml decodes FP4's "-0" code as +0, MLX as -0), as are two NaNs.
+bool same_float(float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); }
 
 // What a tensor of the file's type must decode to, for planned source values `expected`.
 void allowed_values(const TensorRecipe& recipe, GgmlType type, int64_t first, int64_t rows, const float* expected,
@@ -154,7 +151,10 @@ void allowed_values(const TensorRecipe& recipe, GgmlType type, int64_t first, in
     std::copy(expected, expected + count, out);
   } else {
     bytes.resize(static_cast<size_t>(rows * ggml_row_bytes(type, length)));
-    encode_rows(type, expected, rows, length, bytes.data());
+    if (recipe.mlx_aware_source && type == recipe.type)  // K-types searched to keep the MLX codes
+      encode_rows_mlx_aware(type, *recipe.mlx_aware_source, expected, rows, length, bytes.data());
+    else
+      encode_rows(type, expected, rows, length, bytes.data());
     decode_rows(type, bytes.data(), rows, length, out);
   }
 }
