@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #if defined(__x86_64__)
@@ -33,12 +34,22 @@ void min_max_scalar(const float* x, float& min, float& max) {
   }
 }
 
+// Float to int32 by truncation. Values outside int32's range (infinities, NaN) have no C++ meaning; they give
+// INT32_MIN, as the x86 conversion instruction the reference quantizers compile to does, so a block holding a
+// non-finite value (only encoded when the user allows non-finite weights) gets defined bytes on every machine.
+int32_t truncate_to_int32(float v) {
+  constexpr float kTwoTo31 = 2147483648.0f;
+  if (!(v >= -kTwoTo31 && v < kTwoTo31)) return INT32_MIN;
+  return static_cast<int32_t>(v);
+}
+
 void round_codes_scalar(const float* x, float scale, int8_t* codes) {
-  for (int j = 0; j < 32; ++j) codes[j] = static_cast<int8_t>(std::round(x[j] * scale));
+  for (int j = 0; j < 32; ++j) codes[j] = static_cast<int8_t>(truncate_to_int32(std::round(x[j] * scale)));
 }
 
 void trunc_codes_scalar(const float* x, float offset, float scale, float add, int cap, uint8_t* codes) {
-  for (int j = 0; j < 32; ++j) codes[j] = static_cast<uint8_t>(std::min(cap, static_cast<int>((x[j] - offset) * scale + add)));
+  for (int j = 0; j < 32; ++j)
+    codes[j] = static_cast<uint8_t>(std::min(cap, truncate_to_int32((x[j] - offset) * scale + add)));
 }
 
 #ifdef MLX2GGUF_X86_KERNELS
