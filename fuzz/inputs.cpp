@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "convert.h"
@@ -10,11 +11,14 @@
 #include "plan/adapter_plan.h"
 #include "plan/planner.h"
 #include "plan/tokenizer_metadata.h"
+#include "plan/general_metadata.h"
 #include "read/adapter.h"
+#include "read/imatrix.h"
 #include "read/safetensors.h"
 #include "read/source_model.h"
 #include "support.h"
 #include "write/gguf_file.h"
+#include "write/gguf_split.h"
 
 namespace mlx2gguf::fuzz {
 
@@ -134,35 +138,104 @@ void run_adapter(std::string_view input) {
   }
 }
 
-void run_gguf(std::string_view input) {
-  const fs::path path = scratch_dir() / "model.gguf";
-  write_file(path, input);
-  const GgufFile file = GgufFile::read(path);
-  // What `inspect` prints, and what `inspect --json` prints.
+namespace {
+
+// What `inspect` renders of a file's metadata, as text and as JSON (every value, abbreviated and in full).
+size_t render_metadata(const GgufMetadata& metadata, nlohmann::json& listing) {
   size_t rendered = 0;
-  nlohmann::json listing = {{"metadata", nlohmann::json::object()}, {"tensors", nlohmann::json::array()}};
-  for (const auto& entry : file.metadata.entries()) {
+  listing["metadata"] = nlohmann::json::object();
+  for (const auto& entry : metadata.entries()) {
     rendered += entry.value.to_string(false).size() + entry.value.to_string(true).size();
     rendered += std::string(gguf_type_name(entry.value.is_array() ? entry.value.element_type : entry.value.type)).size();
     listing["metadata"][entry.key] = entry.value.strings;
   }
+  return rendered;
+}
+
+// A tensor as `inspect` lists it, after checking the reader's promise that its data lies inside its file.
+void list_tensor(const GgufTensorInfo& tensor, uint64_t file_offset, const GgufFile& file, nlohmann::json& listing) {
   const uint64_t data_bytes = file.file_size > file.data_start ? file.file_size - file.data_start : 0;
-  for (const auto& tensor : file.tensors) {
-    const uint64_t bytes = tensor.size_bytes();
-    promise(bytes == 0 || (tensor.offset <= data_bytes && bytes <= data_bytes - tensor.offset),
-            "every tensor lies inside the file");
-    listing["tensors"].push_back({{"name", tensor.name}, {"type", ggml_type_info(tensor.type).name}, {"ne", tensor.ne},
-                                  {"offset", file.data_start + tensor.offset}, {"bytes", bytes}});
-  }
-  rendered += listing.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).size();
-  volatile size_t sink = rendered;
+  const uint64_t bytes = tensor.size_bytes();
+  promise(bytes == 0 || (tensor.offset <= data_bytes && bytes <= data_bytes - tensor.offset),
+          "every tensor lies inside its file");
+  listing["tensors"].push_back({{"name", tensor.name}, {"type", ggml_type_info(tensor.type).name}, {"ne", tensor.ne},
+                                {"offset", file_offset}, {"bytes", bytes}});
+}
+
+void consume(size_t rendered, const nlohmann::json& listing) {
+  volatile size_t sink = rendered + listing.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).size();
   (void)sink;
+}
+
+}  // namespace
+
+void run_gguf(std::string_view input) {
+  const fs::path path = scratch_dir() / "model.gguf";
+  write_file(path, input);
+  const GgufFile file = GgufFile::read(path);
+  nlohmann::json listing = {{"tensors", nlohmann::json::array()}};
+  const size_t rendered = render_metadata(file.metadata, listing);
+  for (const auto& tensor : file.tensors) list_tensor(tensor, file.data_start + tensor.offset, file, listing);
+  consume(rendered, listing);
+}
+
+void run_gguf_split(std::string_view input) {
+  if (input.empty()) return;
+  const std::vector<std::string>& parts = generated_split_set();
+  const size_t replaced = static_cast<uint8_t>(input[0]) % parts.size();
+  const fs::path dir = scratch_dir() / "split";
+  fs::create_directories(dir);
+  for (size_t i = 0; i < parts.size(); ++i)
+    write_file(split_part_path(dir / "model.gguf", i, parts.size()), i == replaced ? input.substr(1) : parts[i]);
+
+  const GgufSplitSet set = GgufSplitSet::open(split_part_path(dir / "model.gguf", 0, parts.size()));
+  promise(!set.parts.empty() && set.parts.size() == set.paths.size(), "a set has its parts and their paths");
+  nlohmann::json listing = {{"tensors", nlohmann::json::array()}};
+  const size_t rendered = render_metadata(set.metadata(), listing);
+  for (const auto& [tensor, part, file_offset] : set.tensors) {
+    promise(part < set.parts.size(), "every tensor belongs to a part of the set");
+    list_tensor(tensor, file_offset, set.parts[part], listing);
+  }
+  consume(rendered + static_cast<size_t>(set.total_bytes() % 7), listing);
+}
+
+void run_imatrix(std::string_view input) {
+  const fs::path path = scratch_dir() / "imatrix.gguf";
+  write_file(path, input);
+  const ImportanceMatrix matrix = read_imatrix(path);
+  for (const auto& [name, weights] : matrix.entries)
+    for (const float weight : weights) promise(std::isfinite(weight), "every importance weight is finite");
+}
+
+void run_metadata(std::string_view input) {
+  const auto pieces = split_pieces(input, 4);
+  const fs::path& dir = generated_model("metadata-llama", config_base_spec("llama", false));
+  const fs::path overrides = scratch_dir() / "metadata-overrides.json";
+  const auto place = [](const fs::path& path, const std::optional<std::string_view>& piece) {
+    if (piece)
+      write_file(path, *piece);
+    else
+      fs::remove(path);
+  };
+  place(dir / "README.md", pieces[0]);
+  place(dir / "generation_config.json", pieces[1]);
+  place(overrides, pieces[2]);
+
+  const SourceModel model = SourceModel::open(dir);
+  PlanOptions options;
+  if (pieces[2]) options.metadata_file = overrides;
+  if (pieces[3]) options.source_name = std::string(*pieces[3]);
+  const ConversionPlan plan = make_plan(model, options);
+  const std::string name = default_output_name(plan.metadata);
+  promise(name.size() > 5 && name.ends_with(".gguf") && name.find('/') == std::string::npos,
+          "the default output name is a file name ending in .gguf");
 }
 
 const std::vector<Target>& targets() {
   static const std::vector<Target> all = {
       {"config", run_config},   {"safetensors", run_safetensors}, {"tokenizer_json", run_tokenizer_json},
       {"sentencepiece", run_sentencepiece}, {"adapter", run_adapter}, {"gguf", run_gguf},
+      {"gguf_split", run_gguf_split}, {"imatrix", run_imatrix}, {"metadata", run_metadata},
   };
   return all;
 }

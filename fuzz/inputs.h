@@ -21,6 +21,15 @@ void run_sentencepiece(std::string_view input);
 void run_adapter(std::string_view input);
 // A GGUF file, read and rendered as `inspect` does.
 void run_gguf(std::string_view input);
+// An importance matrix (llama-imatrix's GGUF format or its legacy .dat), read as `--imatrix` reads it.
+void run_imatrix(std::string_view input);
+// The files general.* comes from, separated by NUL bytes: README.md (model-card front matter),
+// generation_config.json, a `--metadata` overrides file and the model's name (as a Hugging Face repo id or folder
+// name gives it), bound to a generated folder and planned: general.* metadata and the default output name.
+void run_metadata(std::string_view input);
+// One file of a split GGUF set: the first byte picks which part of a generated three-part set the rest replaces;
+// the set is then opened from its first file and rendered as `inspect` does.
+void run_gguf_split(std::string_view input);
 
 struct Target {
   std::string name;

@@ -11,6 +11,7 @@
 #include "convert.h"
 #include "support.h"
 #include "gen/safetensors_writer.h"
+#include "read/imatrix.h"
 #include "write/gguf_file.h"
 
 namespace {
@@ -226,6 +227,62 @@ void gguf_seeds(Corpus& corpus) {
   corpus.add("lora.gguf", read_file(adapter.outfile));
 }
 
+// Both formats, for tensors of the generated llama and a mixture-of-experts tensor (one weight row per expert).
+void imatrix_seeds(Corpus& corpus) {
+  const fs::path dir = fuzz::scratch_dir() / "imatrix-seeds";
+  fs::create_directories(dir);
+  std::map<std::string, std::vector<float>> sums, counts, values;
+  for (const char* name : {"blk.0.attn_q.weight", "blk.0.ffn_down.weight", "output.weight"}) {
+    std::vector<float> row(64);
+    for (size_t i = 0; i < row.size(); ++i) row[i] = 0.5f + static_cast<float>(i % 7);
+    sums[name] = row;
+    counts[name] = {4.0f};
+    values[name] = row;
+  }
+  sums["blk.0.ffn_up_exps.weight"] = std::vector<float>(2 * 64, 2.0f);
+  counts["blk.0.ffn_up_exps.weight"] = {2.0f, 0.0f};
+  write_imatrix_gguf(dir / "imatrix.gguf", sums, counts, {"wiki.train.raw"}, 10, 512);
+  corpus.add("imatrix.gguf", read_file(dir / "imatrix.gguf"));
+  std::map<std::string, int32_t> calls;
+  for (const auto& [name, row] : values) calls[name] = 3;
+  write_imatrix_legacy(dir / "imatrix.dat", values, calls, 10, "wiki.train.raw");
+  corpus.add("imatrix.dat", read_file(dir / "imatrix.dat"));
+}
+
+// README.md front matter, generation_config.json, --metadata overrides and a model name, NUL-separated.
+void metadata_seeds(Corpus& corpus) {
+  const std::string card =
+      "---\nlicense: apache-2.0\nbase_model:\n- Qwen/Qwen3-8B\n- meta-llama/Llama-3.1-8B\ntags: [mlx, chat]\n"
+      "language:\n  - en\n  - fr\ndatasets: HuggingFaceH4/ultrachat_200k\nlibrary_name: mlx\n"
+      "model-index:\n- name: x\n  results: []\n---\n# A model\n";
+  const std::string generation = R"({"temperature": 0.6, "top_k": 20, "top_p": 0.95, "min_p": 0.0,)"
+                                 R"( "repetition_penalty": 1.05, "eos_token_id": [1, 2]})";
+  const std::string overrides = R"({"general.name": "Custom Name", "general.version": "v2", "general.tags": ["a"],)"
+                                R"( "general.sampling.temp": 0.7, "general.base_model.0.name": "Base"})";
+  const std::string name = "mlx-community/Qwen3.6-35B-A3B-Instruct-v0.3-4bit";
+  const auto pieces = [](std::initializer_list<std::string_view> parts) {
+    std::string out;
+    bool first = true;
+    for (const std::string_view part : parts) {
+      if (!first) out.push_back('\0');
+      first = false;
+      out.append(part);
+    }
+    return out;
+  };
+  corpus.add("card-only.bin", card);
+  corpus.add("card-generation.bin", pieces({card, generation}));
+  corpus.add("all.bin", pieces({card, generation, overrides, name}));
+  corpus.add("name-only.bin", pieces({"", "{}", "{}", "Mistral-7B-Instruct-v0.3-8bit"}));
+}
+
+// Every part of the generated three-part split set, each after the byte that selects it.
+void gguf_split_seeds(Corpus& corpus) {
+  const std::vector<std::string>& parts = fuzz::generated_split_set();
+  for (size_t i = 0; i < parts.size(); ++i)
+    corpus.add("part" + std::to_string(i + 1) + ".bin", std::string(1, static_cast<char>(i)) + parts[i]);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -236,16 +293,21 @@ int main(int argc, char** argv) {
   try {
     const fs::path source = argv[1], out = argv[2];
     Corpus config(out, "config"), safetensors(out, "safetensors"), tokenizer(out, "tokenizer_json"),
-        sentencepiece(out, "sentencepiece"), adapter(out, "adapter"), gguf(out, "gguf");
+        sentencepiece(out, "sentencepiece"), adapter(out, "adapter"), gguf(out, "gguf"), imatrix(out, "imatrix"),
+        metadata(out, "metadata"), gguf_split(out, "gguf_split");
     config_seeds(source, config);
     safetensors_seeds(safetensors);
     tokenizer_seeds(source, tokenizer);
     sentencepiece_seeds(source, sentencepiece);
     adapter_seeds(adapter);
     gguf_seeds(gguf);
-    std::cout << fmt::format("seeds: config {}, safetensors {}, tokenizer_json {}, sentencepiece {}, adapter {}, gguf {}\n",
+    imatrix_seeds(imatrix);
+    metadata_seeds(metadata);
+    gguf_split_seeds(gguf_split);
+    std::cout << fmt::format("seeds: config {}, safetensors {}, tokenizer_json {}, sentencepiece {}, adapter {}, gguf {}, "
+                             "imatrix {}, metadata {}, gguf_split {}\n",
                              config.count(), safetensors.count(), tokenizer.count(), sentencepiece.count(),
-                             adapter.count(), gguf.count());
+                             adapter.count(), gguf.count(), imatrix.count(), metadata.count(), gguf_split.count());
   } catch (const std::exception& e) {
     std::cerr << "mlx2gguf-fuzz-seeds: " << e.what() << "\n";
     return 1;

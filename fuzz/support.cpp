@@ -3,8 +3,11 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
+
+#include "convert.h"
 
 namespace mlx2gguf::fuzz {
 
@@ -50,6 +53,17 @@ TwoParts split_at_nul(std::string_view input) {
   return {input.substr(0, nul), input.substr(nul + 1), true};
 }
 
+std::vector<std::optional<std::string_view>> split_pieces(std::string_view input, size_t count) {
+  std::vector<std::optional<std::string_view>> pieces(count);
+  for (size_t i = 0; i < count; ++i) {
+    const size_t nul = i + 1 < count ? input.find('\0') : std::string_view::npos;
+    pieces[i] = input.substr(0, nul);
+    if (nul == std::string_view::npos) break;
+    input.remove_prefix(nul + 1);
+  }
+  return pieces;
+}
+
 // Small enough that a conversion plan and a few rows take well under a millisecond, large enough that every
 // quantization mode's group sizes divide the widths.
 gen::TinyModelSpec config_base_spec(const std::string& model_type, bool quantized) {
@@ -88,6 +102,30 @@ const fs::path& generated_model(const std::string& key, const gen::TinyModelSpec
   const fs::path dir = scratch_dir() / ("model-" + key);
   gen::write_tiny_model(spec, dir);
   return folders.emplace(key, dir).first->second;
+}
+
+const std::vector<std::string>& generated_split_set() {
+  static const std::vector<std::string> parts = [] {
+    gen::TinyModelSpec spec = config_base_spec("llama", true);
+    spec.layers = 1;
+    ConvertOptions options;
+    options.model_dir = generated_model("split-llama-q4", spec);
+    options.outfile = scratch_dir() / "split-source" / "model.gguf";
+    options.split.max_tensors = 5;
+    fs::create_directories(options.outfile.parent_path());
+    const ConvertSummary summary = convert(options);
+    std::vector<std::string> bytes;
+    for (const fs::path& file : summary.files) {
+      std::ifstream in(file, std::ios::binary);
+      bytes.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    if (bytes.size() != 3) {
+      std::fprintf(stderr, "the generated split set has %zu files, not 3\n", bytes.size());
+      std::abort();
+    }
+    return bytes;
+  }();
+  return parts;
 }
 
 }  // namespace mlx2gguf::fuzz

@@ -9,9 +9,11 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "gen/tiny_adapter.h"
 #include "gen/tiny_model.h"
@@ -38,6 +40,10 @@ struct TwoParts {
 };
 TwoParts split_at_nul(std::string_view input);
 
+// Inputs that carry several text files: the pieces between NUL bytes, at most `count` (the last piece keeps any
+// further NULs); missing pieces are absent (std::nullopt), an empty piece is an empty file.
+std::vector<std::optional<std::string_view>> split_pieces(std::string_view input, size_t count);
+
 // Runs `body` on one input: mlx2gguf::Error is the expected way to refuse it; anything else escaping is reported
 // and aborts, so libFuzzer records the input.
 template <typename Body>
@@ -55,6 +61,9 @@ void expect_clean_outcome(Body&& body) {
 // model_type (quantized or not), adapter inputs are bound to a dense or a mixture-of-experts base.
 gen::TinyModelSpec config_base_spec(const std::string& model_type, bool quantized);
 gen::TinyModelSpec adapter_base_spec(bool experts);
+
+// The three files of a split GGUF set converted from a one-layer generated llama, made on first use.
+const std::vector<std::string>& generated_split_set();
 
 // The folder of `spec` under scratch_dir(), written on first use (`key` names it).
 const std::filesystem::path& generated_model(const std::string& key, const gen::TinyModelSpec& spec);

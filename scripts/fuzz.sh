@@ -4,6 +4,7 @@
 # the test models, then runs the targets one after another for SECONDS each (default 60) and prints, per target, the
 # inputs executed and the failures found (crashes, sanitizer reports, leaks, out-of-memory, timeouts).
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: config safetensors tokenizer_json sentencepiece adapter gguf
+#                                             gguf_split imatrix metadata
 # Failing inputs are kept in build-fuzz/findings/TARGET/; replay one with build-fuzz/fuzz_TARGET FILE. The corpus
 # each run grows is kept in build-fuzz/corpus/TARGET/ and reused by the next run. Exit status 1 when anything failed.
 set -euo pipefail
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(config safetensors tokenizer_json sentencepiece adapter gguf)
+((${#targets[@]})) || targets=(config safetensors tokenizer_json sentencepiece adapter gguf gguf_split imatrix metadata)
 
 command -v clang++ >/dev/null || { echo "fuzz.sh: clang++ is needed (Debian: apt-get install clang)" >&2; exit 1; }
 build=build-fuzz
