@@ -615,10 +615,14 @@ std::string default_output_name(const GgufMetadata& metadata) {
   };
   std::string name = text("general.basename").empty() ? text("general.name") : text("general.basename");
   name = name.empty() ? "ggml-model" : dashed(name);
+  const auto append = [&name](const std::string& part) {
+    name += '-';
+    name += part;
+  };
   for (const char* key : {"general.size_label", "general.finetune", "general.version"})
-    if (!text(key).empty()) name += "-" + dashed(text(key));
+    if (!text(key).empty()) append(dashed(text(key)));
   if (const GgufValue* type = metadata.get("general.file_type"))
-    name += "-" + file_type_label(static_cast<uint32_t>(type->ints.at(0)));
+    append(file_type_label(static_cast<uint32_t>(type->ints.at(0))));
   return name + ".gguf";
 }
 
