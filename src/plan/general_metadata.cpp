@@ -456,8 +456,7 @@ std::vector<SourceEntry> override_sources(const nlohmann::json& value, const std
     if (!item.is_object()) fail("{} must be a list of objects, got {}", where, item.dump());
     SourceEntry entry;
     for (const auto& [field, text] : item.items()) {
-      if (std::find_if(std::begin(kSourceFields), std::end(kSourceFields), [&](const char* f) { return field == f; }) ==
-          std::end(kSourceFields))
+      if (std::find(std::begin(kSourceFields), std::end(kSourceFields), field) == std::end(kSourceFields))
         fail("{}: unknown field '{}' (known: {})", where, field, fmt::join(kSourceFields, ", "));
       if (!text.is_string()) fail("{}: '{}' must be a string, got {}", where, field, text.dump());
       entry[field] = text.get<std::string>();
