@@ -10,14 +10,7 @@ set(MLX2GGUF_TEST_SOURCES ${MLX2GGUF_UNIT_TEST_SOURCES} ${MLX2GGUF_E2E_TEST_SOUR
 add_executable(mlx2gguf_tests ${MLX2GGUF_TEST_SOURCES})
 target_include_directories(mlx2gguf_tests PRIVATE ${CMAKE_SOURCE_DIR}/tests)
 target_link_libraries(mlx2gguf_tests PRIVATE mlx2gguf_testkit mlx2gguf_fuzz_inputs llama_oracle GTest::gtest GTest::gtest_main)
-# The paths of this checkout reach one source only: the others compile to the same objects in every checkout and
-# build folder (which lets a compiler cache share them).
-set_property(SOURCE ${CMAKE_SOURCE_DIR}/tests/test_paths.cpp APPEND PROPERTY COMPILE_DEFINITIONS
-  MLX2GGUF_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
-  MLX2GGUF_PROJECT_VERSION="${PROJECT_VERSION}"
-  MLX2GGUF_MAN_PAGE="${MLX2GGUF_MAN_PAGE}"
-  MLX2GGUF_BINARY="$<TARGET_FILE:mlx2gguf>"
-  MLX2GGUF_TEST_WORK_DIR="${CMAKE_BINARY_DIR}/test-work")
+include(${CMAKE_SOURCE_DIR}/cmake/test_paths.cmake)
 add_dependencies(mlx2gguf_tests mlx2gguf mlx2gguf_man)
 gtest_discover_tests(mlx2gguf_tests DISCOVERY_TIMEOUT 120 PROPERTIES TIMEOUT 1800)
 

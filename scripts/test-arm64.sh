@@ -18,8 +18,13 @@ missing=()
 for package in "${packages[@]}"; do
   name=${package%%:*}
   arch=${package#*:}
-  [[ $arch == "$package" ]] && arch='(amd64|all|arm64)'
-  grep -Eqx "$name:$arch" <<<"$installed" || missing+=("$package")
+  [[ $arch == "$package" ]] && arch='amd64 all arm64'
+  # Fixed-string matches: package names such as g++-aarch64-linux-gnu are not regular expressions.
+  found=
+  for candidate in $arch; do
+    grep -qxF "$name:$candidate" <<<"$installed" && found=1
+  done
+  [[ -n $found ]] || missing+=("$package")
 done
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"

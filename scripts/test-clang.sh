@@ -8,9 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The suites that convert and evaluate whole models in llama.cpp many times over (the same list as
-# test-sanitized.sh): they run the same readers and encoders as the unit and bad-input tests.
-slow='Logits|AutoRepack|QuantMix|FailureModes|Fixture|TokenizerParity|LlamaOracle|EncoderQuality|MergedAdapter|GgufLora|FuseRequantize|Layouts|ConfigVariants'
+# The suites that convert and evaluate whole models in llama.cpp many times over (shared with test-sanitized.sh):
+# they run the same readers and encoders as the unit and bad-input tests.
+slow=$(grep -v '^#' scripts/slow-suites.txt | paste -sd '|')
 selection=(-E "$slow")
 if [[ ${1:-} == --all ]]; then
   selection=()

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 # Suites whose tests convert and evaluate whole models in llama.cpp many times over: they exercise the same readers
 # and encoders as the unit and bad-input tests, at many times the cost under the sanitizers.
-slow='Logits|AutoRepack|QuantMix|FailureModes|Fixture|TokenizerParity|LlamaOracle|EncoderQuality|MergedAdapter|GgufLora|FuseRequantize|Layouts|ConfigVariants|VerifyConverted|VerifyMerged|VerifyLogits|ImatrixQuantization|MlxSourceMix'
+slow=$(grep -v '^#' scripts/slow-suites.txt | paste -sd '|')
 selection=(-E "$slow")
 if [[ ${1:-} == --all ]]; then
   selection=()
