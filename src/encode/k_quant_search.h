@@ -8,6 +8,7 @@
 // x[i][g]. Every lane then runs one sub-block's scalar search with ggml's float operations in ggml's order.
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "encode/k_quant_kernels.h"
 
@@ -52,7 +53,10 @@ using MaskOf = decltype(F{} < F{});
 constexpr float kGroupMaxEps = 1e-15f;
 
 template <class V>
-inline V splat(decltype(V{}[0]) v) {
+using LaneOf = std::remove_cvref_t<decltype(V{}[0])>;
+
+template <class V>
+inline V splat(LaneOf<V> v) {
   V r = {};
   for (int k = 0; k < static_cast<int>(sizeof(V) / sizeof(v)); ++k) r[k] = v;
   return r;
