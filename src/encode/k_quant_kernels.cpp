@@ -23,8 +23,15 @@ const KQuantSearchFunctions& searches(Isa isa) {
 }  // namespace
 
 void fit_scales_and_mins(Isa isa, const float* x, const float* w, int64_t n, int sub_block, bool absolute_error,
-                         const AsymmetricSearch& search, uint8_t* codes, float* scale, float* negated_min) {
-  searches(isa).fit_scales_and_mins(x, w, n, sub_block, absolute_error, search, codes, scale, negated_min);
+                         const AsymmetricSearch& search, float* code_inverse, float* code_shift, float* scale,
+                         float* negated_min) {
+  searches(isa).fit_scales_and_mins(x, w, n, sub_block, absolute_error, search, code_inverse, code_shift, scale,
+                                    negated_min);
+}
+
+void asymmetric_codes(const float* x, int count, float inverse, float shift, int nmax, uint8_t* codes) {
+  for (int i = 0; i < count; ++i)
+    codes[i] = inverse < 0 ? 0 : static_cast<uint8_t>(clamped_nearest(inverse * (x[i] - shift), 0, nmax));
 }
 
 void fit_symmetric_scales(Isa isa, const float* x, const float* w, int64_t n, int nmax, uint8_t* codes,

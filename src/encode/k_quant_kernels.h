@@ -26,9 +26,16 @@ struct AsymmetricSearch {
 };
 
 // Sub-blocks of `sub_block` (16 or 32) elements under weights w. With `absolute_error` the candidates are
-// compared by Σw·|error| (Q2_K), otherwise by Σw·error². Writes each sub-block's scale and -min (>= 0).
+// compared by Σw·|error| (Q2_K), otherwise by Σw·error². Writes each sub-block's scale and -min (>= 0), and
+// how to get the winning candidate's codes with asymmetric_codes (the encoders re-round most sub-blocks against
+// their stored scale, so these codes are rarely needed).
 void fit_scales_and_mins(Isa isa, const float* x, const float* w, int64_t n, int sub_block, bool absolute_error,
-                         const AsymmetricSearch& search, uint8_t* codes, float* scale, float* negated_min);
+                         const AsymmetricSearch& search, float* code_inverse, float* code_shift, float* scale,
+                         float* negated_min);
+
+// The codes of one sub-block of `count` elements from fit_scales_and_mins's inverse and shift: the rounding of
+// inverse·(x - shift) to [0, nmax]; all 0 for a negative inverse (a sub-block with nothing to search).
+void asymmetric_codes(const float* x, int count, float inverse, float shift, int nmax, uint8_t* codes);
 
 // The symmetric search (ggml's make_qx_quants): sub-blocks of 16, codes l in [-nmax, nmax-1] offset by nmax,
 // value = scale·l. Tries the inverse scales -(nmax + k/10)/max (k = 0, then -9..9) and keeps the one explaining

@@ -17,7 +17,8 @@ namespace mlx2gguf {
 // One instruction set's versions of the searches of k_quant_kernels.h (without the instruction set argument).
 struct KQuantSearchFunctions {
   void (*fit_scales_and_mins)(const float* x, const float* w, int64_t n, int sub_block, bool absolute_error,
-                              const AsymmetricSearch& search, uint8_t* codes, float* scale, float* negated_min);
+                              const AsymmetricSearch& search, float* code_inverse, float* code_shift, float* scale,
+                              float* negated_min);
   void (*fit_symmetric_scales)(const float* x, const float* w, int64_t n, int nmax, uint8_t* codes, float* scale);
   void (*fit_symmetric_scales_by_descent)(const float* x, int64_t n, int nmax, uint8_t* codes, float* scale);
 };
@@ -277,8 +278,8 @@ void fit_symmetric_by_descent_group(const float* x, int nmax, uint8_t* codes, fl
 // A candidate's codes are kept in lanes for its error sum instead of being rounded a second time.
 
 template <class F, int kGroups, int N, bool kAbsoluteError>
-void fit_scales_and_mins_group(const float* x, const float* w, const AsymmetricSearch& search, uint8_t* codes,
-                               float* scale_out, float* negated_min_out) {
+void fit_scales_and_mins_group(const float* x, const float* w, const AsymmetricSearch& search, float* inverse_out,
+                               float* shift_out, float* scale_out, float* negated_min_out) {
   constexpr int L = kLaneCount<F>;
   using M = MaskOf<F>;
   const int nmax = search.nmax;
@@ -368,12 +369,14 @@ void fit_scales_and_mins_group(const float* x, const float* w, const AsymmetricS
   }
   for (int g = 0; g < kGroups; ++g) {
     const F s = select(flat[g], splat<F>(0.0f), best_scale[g]);
+    const F inverse = select(flat[g], splat<F>(-1.0f), best_inverse[g]);
     for (int k = 0; k < L; ++k) {
       scale_out[L * g + k] = s[k];
       negated_min_out[L * g + k] = -min[g][k];
+      inverse_out[L * g + k] = inverse[k];
+      shift_out[L * g + k] = best_shift[g][k];
     }
   }
-  write_codes(lanes, best_inverse, best_shift, flat, 0, nmax, 0, codes);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -381,26 +384,29 @@ void fit_scales_and_mins_group(const float* x, const float* w, const AsymmetricS
 // in a zero-padded copy (zero sub-blocks search nothing) and only its real sub-blocks are kept.
 
 template <class F, int kGroups, int N, class Search>
-void for_each_group(const float* x, const float* w, int64_t n, uint8_t* codes, float* scale, float* second,
+void for_each_group(const float* x, const float* w, int64_t n, uint8_t* codes, float* const (&per_sub_block)[4],
                     Search&& search) {
   constexpr int64_t kSpan = static_cast<int64_t>(kLaneCount<F>) * kGroups * N;  // elements per group
+  constexpr int64_t kSubBlocks = kSpan / N;
+  auto at = [&](int o, int64_t first) { return per_sub_block[o] ? per_sub_block[o] + first / N : nullptr; };
   int64_t done = 0;
   for (; done + kSpan <= n; done += kSpan) {
-    search(x + done, w ? w + done : nullptr, codes + done, scale + done / N, second ? second + done / N : nullptr);
+    float* const outs[4] = {at(0, done), at(1, done), at(2, done), at(3, done)};
+    search(x + done, w ? w + done : nullptr, codes ? codes + done : nullptr, outs);
   }
   if (done == n) return;
   const int64_t rest = n - done;
   float padded_x[kSpan] = {};
   float padded_w[kSpan] = {};
   uint8_t padded_codes[kSpan];
-  float padded_scale[kSpan / N];
-  float padded_second[kSpan / N];
+  float padded_outs[4][kSubBlocks];
   std::memcpy(padded_x, x + done, static_cast<size_t>(rest) * sizeof(float));
   if (w) std::memcpy(padded_w, w + done, static_cast<size_t>(rest) * sizeof(float));
-  search(padded_x, w ? padded_w : nullptr, padded_codes, padded_scale, padded_second);
-  std::memcpy(codes + done, padded_codes, static_cast<size_t>(rest));
-  std::memcpy(scale + done / N, padded_scale, static_cast<size_t>(rest / N) * sizeof(float));
-  if (second) std::memcpy(second + done / N, padded_second, static_cast<size_t>(rest / N) * sizeof(float));
+  float* const outs[4] = {padded_outs[0], padded_outs[1], padded_outs[2], padded_outs[3]};
+  search(padded_x, w ? padded_w : nullptr, padded_codes, outs);
+  if (codes) std::memcpy(codes + done, padded_codes, static_cast<size_t>(rest));
+  for (int o = 0; o < 4; ++o)
+    if (per_sub_block[o]) std::memcpy(at(o, done), padded_outs[o], static_cast<size_t>(rest / N) * sizeof(float));
 }
 
 // kLanes-wide versions of the three searches.
@@ -412,43 +418,40 @@ struct KQuantSearches {
   static constexpr int kGroups16 = kLanes == 4 ? 4 : 2;
   static constexpr int kGroups32 = kLanes == 8 ? 4 : 2;
 
+  template <int kGroups, int N, bool kAbsoluteError>
+  static void fit_asymmetric(const float* x, const float* w, int64_t n, const AsymmetricSearch& s,
+                             float* const (&outs)[4]) {
+    for_each_group<F, kGroups, N>(x, w, n, nullptr, outs,
+                                  [&](const float* xg, const float* wg, uint8_t*, float* const(&o)[4]) {
+                                    fit_scales_and_mins_group<F, kGroups, N, kAbsoluteError>(xg, wg, s, o[0], o[1],
+                                                                                             o[2], o[3]);
+                                  });
+  }
+
   static void fit_scales_and_mins(const float* x, const float* w, int64_t n, int sub_block, bool absolute_error,
-                                  const AsymmetricSearch& s, uint8_t* codes, float* scale, float* negated_min) {
-    if (sub_block == 16 && absolute_error) {
-      for_each_group<F, kGroups16, 16>(x, w, n, codes, scale, negated_min,
-                                       [&](const float* xg, const float* wg, uint8_t* c, float* sc, float* m) {
-                                         fit_scales_and_mins_group<F, kGroups16, 16, true>(xg, wg, s, c, sc, m);
-                                       });
-    } else if (sub_block == 16) {
-      for_each_group<F, kGroups16, 16>(x, w, n, codes, scale, negated_min,
-                                       [&](const float* xg, const float* wg, uint8_t* c, float* sc, float* m) {
-                                         fit_scales_and_mins_group<F, kGroups16, 16, false>(xg, wg, s, c, sc, m);
-                                       });
-    } else if (absolute_error) {
-      for_each_group<F, kGroups32, 32>(x, w, n, codes, scale, negated_min,
-                                       [&](const float* xg, const float* wg, uint8_t* c, float* sc, float* m) {
-                                         fit_scales_and_mins_group<F, kGroups32, 32, true>(xg, wg, s, c, sc, m);
-                                       });
-    } else {
-      for_each_group<F, kGroups32, 32>(x, w, n, codes, scale, negated_min,
-                                       [&](const float* xg, const float* wg, uint8_t* c, float* sc, float* m) {
-                                         fit_scales_and_mins_group<F, kGroups32, 32, false>(xg, wg, s, c, sc, m);
-                                       });
-    }
+                                  const AsymmetricSearch& s, float* code_inverse, float* code_shift, float* scale,
+                                  float* negated_min) {
+    float* const outs[4] = {code_inverse, code_shift, scale, negated_min};
+    if (sub_block == 16 && absolute_error) fit_asymmetric<kGroups16, 16, true>(x, w, n, s, outs);
+    else if (sub_block == 16) fit_asymmetric<kGroups16, 16, false>(x, w, n, s, outs);
+    else if (absolute_error) fit_asymmetric<kGroups32, 32, true>(x, w, n, s, outs);
+    else fit_asymmetric<kGroups32, 32, false>(x, w, n, s, outs);
   }
 
   static void fit_symmetric_scales(const float* x, const float* w, int64_t n, int nmax, uint8_t* codes,
                                    float* scale) {
-    for_each_group<F, kGroups16, 16>(x, w, n, codes, scale, nullptr,
-                                     [&](const float* xg, const float* wg, uint8_t* c, float* sc, float*) {
-                                       fit_symmetric_group<F, kGroups16, 16>(xg, wg, nmax, c, sc);
+    float* const outs[4] = {scale, nullptr, nullptr, nullptr};
+    for_each_group<F, kGroups16, 16>(x, w, n, codes, outs,
+                                     [&](const float* xg, const float* wg, uint8_t* c, float* const(&o)[4]) {
+                                       fit_symmetric_group<F, kGroups16, 16>(xg, wg, nmax, c, o[0]);
                                      });
   }
 
   static void fit_symmetric_scales_by_descent(const float* x, int64_t n, int nmax, uint8_t* codes, float* scale) {
-    for_each_group<F, kGroups16, 16>(x, nullptr, n, codes, scale, nullptr,
-                                     [&](const float* xg, const float*, uint8_t* c, float* sc, float*) {
-                                       fit_symmetric_by_descent_group<F, kGroups16, 16>(xg, nmax, c, sc);
+    float* const outs[4] = {scale, nullptr, nullptr, nullptr};
+    for_each_group<F, kGroups16, 16>(x, nullptr, n, codes, outs,
+                                     [&](const float* xg, const float*, uint8_t* c, float* const(&o)[4]) {
+                                       fit_symmetric_by_descent_group<F, kGroups16, 16>(xg, nmax, c, o[0]);
                                      });
   }
 

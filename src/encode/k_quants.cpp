@@ -26,6 +26,15 @@ constexpr int kSuperBlock = static_cast<int>(kKQuantSuperBlock);
 constexpr int64_t kChunkBlocks = 16;
 constexpr int64_t kChunk = kChunkBlocks * kSuperBlock;
 
+// What the searches found for a chunk, per element (codes) and per sub-block (16 or 32 elements).
+struct ChunkSearch {
+  uint8_t codes[kChunk];  // the symmetric searches' codes (the asymmetric ones give inverse and shift instead)
+  float scale[kChunk / 16];
+  float negated_min[kChunk / 16];
+  float inverse[kChunk / 16];
+  float shift[kChunk / 16];
+};
+
 // A sub-block whose largest magnitude is below this counts as all zero (ggml's GROUP_MAX_EPS).
 constexpr float kGroupMaxEps = 1e-15f;
 
@@ -116,14 +125,18 @@ inline ScaleAndMinCodes q4_k_scale_and_min(const uint8_t* scales, int j) {
 // Layout: scales[16] (sc | m << 4), qs[64], fp16 d, fp16 dmin.
 
 // The search: |x| weights (with the absolute-error search, large elements weigh most).
-void search_q2_k(Isa isa, const float* x, int64_t n, uint8_t* codes, float* sub_scale, float* sub_min) {
+void search_q2_k(Isa isa, const float* x, int64_t n, ChunkSearch& r) {
   float weight[kChunk];
   for (int64_t e = 0; e < n; ++e) weight[e] = std::fabs(x[e]);
-  fit_scales_and_mins(isa, x, weight, n, 16, true, {3, -0.5f, 0.1f, 15}, codes, sub_scale, sub_min);
+  fit_scales_and_mins(isa, x, weight, n, 16, true, {3, -0.5f, 0.1f, 15}, r.inverse, r.shift, r.scale,
+                      r.negated_min);
 }
 
-// One super-block from its search results (codes are re-rounded in place).
-void finish_q2_k_block(const float* x, uint8_t* codes, const float* sub_scale, const float* sub_min, uint8_t* out) {
+// Super-block b of the chunk from its search results.
+void finish_q2_k_block(const float* x, ChunkSearch& r, int64_t b, uint8_t* out) {
+  const float* sub_scale = r.scale + 16 * b;
+  const float* sub_min = r.negated_min + 16 * b;
+  uint8_t codes[kSuperBlock];
   uint8_t* scales = out;
   uint8_t* qs = out + 16;
   float max_scale = 0.0f;
@@ -151,7 +164,10 @@ void finish_q2_k_block(const float* x, uint8_t* codes, const float* sub_scale, c
   const float stored_dmin = load_f16(out + 82);
   for (int j = 0; j < 16; ++j) {
     const float step = stored_d * static_cast<float>(scales[j] & 0xF);
-    if (step == 0) continue;  // nothing to re-round against: keep the search's codes
+    if (step == 0) {  // nothing to re-round against: the search's codes
+      asymmetric_codes(x + 16 * j, 16, r.inverse[16 * b + j], r.shift[16 * b + j], 3, codes + 16 * j);
+      continue;
+    }
     const float offset = stored_dmin * static_cast<float>(scales[j] >> 4);
     for (int i = 0; i < 16; ++i) {
       codes[16 * j + i] = static_cast<uint8_t>(clamped_nearest((x[16 * j + i] + offset) / step, 0, 3));
@@ -176,12 +192,13 @@ void dequantize_q2_k_block(const uint8_t* in, float* y) {
 // Q3_K: 16 sub-blocks of 16, codes -4..3, y = d·sc·q with signed 6-bit sc.
 // Layout: hmask[32] (bit e/32 of byte e%32 = third bit of code+4), qs[64] (low two bits), scales[12], fp16 d.
 
-void search_q3_k(Isa isa, const float* x, int64_t n, uint8_t* codes, float* sub_scale, float*) {
-  fit_symmetric_scales_by_descent(isa, x, n, 4, codes, sub_scale);
+void search_q3_k(Isa isa, const float* x, int64_t n, ChunkSearch& r) {
+  fit_symmetric_scales_by_descent(isa, x, n, 4, r.codes, r.scale);
 }
 
-// codes: code + 4, 0..7.
-void finish_q3_k_block(const float* x, uint8_t* codes, const float* sub_scale, const float*, uint8_t* out) {
+void finish_q3_k_block(const float* x, ChunkSearch& r, int64_t b, uint8_t* out) {
+  uint8_t* codes = r.codes + kSuperBlock * b;  // code + 4, 0..7
+  const float* sub_scale = r.scale + 16 * b;
   uint8_t* hmask = out;
   uint8_t* qs = out + 32;
   uint8_t* scales = out + 96;
@@ -238,8 +255,7 @@ void dequantize_q3_k_block(const uint8_t* in, float* y) {
 // Q4_K and Q5_K: 8 sub-blocks of 32, codes 0..nmax, y = d·sc·q - dmin·m with 6-bit sc and m.
 // Shared header: fp16 d, fp16 dmin, scales[12]; fills `codes` with the final per-element codes.
 
-void search_q4_k_sub_blocks(Isa isa, const float* x, int64_t n, const AsymmetricSearch& search, uint8_t* codes,
-                            float* sub_scale, float* sub_min) {
+void search_q4_k_sub_blocks(Isa isa, const float* x, int64_t n, const AsymmetricSearch& search, ChunkSearch& r) {
   float weight[kChunk];
   for (int64_t j = 0; j < n / 32; ++j) {
     const float* xs = x + 32 * j;
@@ -249,21 +265,24 @@ void search_q4_k_sub_blocks(Isa isa, const float* x, int64_t n, const Asymmetric
     const float rms = std::sqrt(sum_x2 / 32);
     for (int i = 0; i < 32; ++i) weight[32 * j + i] = rms + std::fabs(xs[i]);
   }
-  fit_scales_and_mins(isa, x, weight, n, 32, false, search, codes, sub_scale, sub_min);
+  fit_scales_and_mins(isa, x, weight, n, 32, false, search, r.inverse, r.shift, r.scale, r.negated_min);
 }
 
 constexpr AsymmetricSearch kQ4KSearch{15, -1.0f, 0.1f, 20};
 constexpr AsymmetricSearch kQ5KSearch{31, -0.5f, 0.1f, 15};
 
-void search_q4_k(Isa isa, const float* x, int64_t n, uint8_t* codes, float* sub_scale, float* sub_min) {
-  search_q4_k_sub_blocks(isa, x, n, kQ4KSearch, codes, sub_scale, sub_min);
+void search_q4_k(Isa isa, const float* x, int64_t n, ChunkSearch& r) {
+  search_q4_k_sub_blocks(isa, x, n, kQ4KSearch, r);
 }
-void search_q5_k(Isa isa, const float* x, int64_t n, uint8_t* codes, float* sub_scale, float* sub_min) {
-  search_q4_k_sub_blocks(isa, x, n, kQ5KSearch, codes, sub_scale, sub_min);
+void search_q5_k(Isa isa, const float* x, int64_t n, ChunkSearch& r) {
+  search_q4_k_sub_blocks(isa, x, n, kQ5KSearch, r);
 }
 
-void finish_q4_k_header(const float* x, int nmax, uint8_t* codes, const float* sub_scale, const float* sub_min,
-                        uint8_t* header) {
+// Writes the header of super-block b of the chunk and its final codes.
+void finish_q4_k_header(const float* x, int nmax, const ChunkSearch& r, int64_t b, uint8_t* header,
+                        uint8_t* codes) {
+  const float* sub_scale = r.scale + 8 * b;
+  const float* sub_min = r.negated_min + 8 * b;
   float max_scale = 0.0f;
   float max_min = 0.0f;
   for (int j = 0; j < 8; ++j) {
@@ -286,7 +305,10 @@ void finish_q4_k_header(const float* x, int nmax, uint8_t* codes, const float* s
   const float stored_dmin = load_f16(header + 2);
   for (int j = 0; j < 8; ++j) {
     const float step = stored_d * static_cast<float>(scale_codes[j]);
-    if (step == 0) continue;  // nothing to re-round against: keep the search's codes
+    if (step == 0) {  // nothing to re-round against: the search's codes
+      asymmetric_codes(x + 32 * j, 32, r.inverse[8 * b + j], r.shift[8 * b + j], nmax, codes + 32 * j);
+      continue;
+    }
     const float offset = stored_dmin * static_cast<float>(min_codes[j]);
     for (int i = 0; i < 32; ++i) {
       codes[32 * j + i] =
@@ -307,8 +329,9 @@ void q4_k_steps(const uint8_t* header, float* step, float* offset) {
 }
 
 // Q4_K layout: header (16 bytes), qs[128]: sub-blocks 2k and 2k+1 share bytes 32k..32k+31 (low/high nibble).
-void finish_q4_k_block(const float* x, uint8_t* codes, const float* sub_scale, const float* sub_min, uint8_t* out) {
-  finish_q4_k_header(x, kQ4KSearch.nmax, codes, sub_scale, sub_min, out);
+void finish_q4_k_block(const float* x, ChunkSearch& r, int64_t b, uint8_t* out) {
+  uint8_t codes[kSuperBlock];
+  finish_q4_k_header(x, kQ4KSearch.nmax, r, b, out, codes);
   uint8_t* qs = out + 16;
   for (int pair = 0; pair < 4; ++pair) {
     for (int i = 0; i < 32; ++i) {
@@ -332,8 +355,9 @@ void dequantize_q4_k_block(const uint8_t* in, float* y) {
 
 // Q5_K layout: header (16 bytes), qh[32] (bit j of byte i = fifth bit of element i of sub-block j), qs[128] as
 // Q4_K.
-void finish_q5_k_block(const float* x, uint8_t* codes, const float* sub_scale, const float* sub_min, uint8_t* out) {
-  finish_q4_k_header(x, kQ5KSearch.nmax, codes, sub_scale, sub_min, out);
+void finish_q5_k_block(const float* x, ChunkSearch& r, int64_t b, uint8_t* out) {
+  uint8_t codes[kSuperBlock];
+  finish_q4_k_header(x, kQ5KSearch.nmax, r, b, out, codes);
   uint8_t* qh = out + 16;
   uint8_t* qs = out + 48;
   std::memset(qh, 0, 32);
@@ -380,12 +404,13 @@ void pack_q6_k_codes(const uint8_t* codes, uint8_t* ql, uint8_t* qh) {
   }
 }
 
-void search_q6_k(Isa isa, const float* x, int64_t n, uint8_t* codes, float* sub_scale, float*) {
-  fit_symmetric_scales(isa, x, nullptr, n, 32, codes, sub_scale);
+void search_q6_k(Isa isa, const float* x, int64_t n, ChunkSearch& r) {
+  fit_symmetric_scales(isa, x, nullptr, n, 32, r.codes, r.scale);
 }
 
-// codes: code + 32, 0..63.
-void finish_q6_k_block(const float* x, uint8_t* codes, const float* sub_scale, const float*, uint8_t* out) {
+void finish_q6_k_block(const float* x, ChunkSearch& r, int64_t b, uint8_t* out) {
+  uint8_t* codes = r.codes + kSuperBlock * b;  // code + 32, 0..63
+  const float* sub_scale = r.scale + 16 * b;
   uint8_t* ql = out;
   uint8_t* qh = out + 128;
   int8_t* scales = reinterpret_cast<int8_t*>(out + 192);
@@ -429,24 +454,18 @@ void dequantize_q6_k_block(const uint8_t* in, float* y) {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-using Search = void (*)(Isa, const float*, int64_t, uint8_t*, float*, float*);
-using Finish = void (*)(const float*, uint8_t*, const float*, const float*, uint8_t*);
+using Search = void (*)(Isa, const float*, int64_t, ChunkSearch&);
+using Finish = void (*)(const float*, ChunkSearch&, int64_t, uint8_t*);
 
 // A chunk of super-blocks is searched in one kernel call, then each super-block is finished.
-template <Search kSearch, Finish kFinish, int kSubBlock, int64_t kBlockBytes>
+template <Search kSearch, Finish kFinish, int64_t kBlockBytes>
 void quantize_row(const float* x, int64_t n, uint8_t* out, Isa isa) {
-  uint8_t codes[kChunk];
-  float sub_scale[kChunk / kSubBlock];
-  float sub_min[kChunk / kSubBlock];
+  ChunkSearch r;
   for (int64_t first = 0; first < n; first += kChunk) {
     const int64_t m = std::min(kChunk, n - first);
-    kSearch(isa, x + first, m, codes, sub_scale, sub_min);
-    for (int64_t b = 0; b < m / kSuperBlock; ++b) {
-      const int64_t e = b * kSuperBlock;
-      constexpr int kPerBlock = kSuperBlock / kSubBlock;
-      kFinish(x + first + e, codes + e, sub_scale + kPerBlock * b, sub_min + kPerBlock * b,
-              out + (first / kSuperBlock + b) * kBlockBytes);
-    }
+    kSearch(isa, x + first, m, r);
+    for (int64_t b = 0; b < m / kSuperBlock; ++b)
+      kFinish(x + first + b * kSuperBlock, r, b, out + (first / kSuperBlock + b) * kBlockBytes);
   }
 }
 
@@ -459,23 +478,23 @@ void dequantize_row(const uint8_t* in, int64_t n, float* out) {
 
 void quantize_row_q2_k(const float* x, int64_t n, uint8_t* out) { quantize_row_q2_k(x, n, out, best_isa()); }
 void quantize_row_q2_k(const float* x, int64_t n, uint8_t* out, Isa isa) {
-  quantize_row<search_q2_k, finish_q2_k_block, 16, kQ2KBlockBytes>(x, n, out, isa);
+  quantize_row<search_q2_k, finish_q2_k_block, kQ2KBlockBytes>(x, n, out, isa);
 }
 void quantize_row_q3_k(const float* x, int64_t n, uint8_t* out) { quantize_row_q3_k(x, n, out, best_isa()); }
 void quantize_row_q3_k(const float* x, int64_t n, uint8_t* out, Isa isa) {
-  quantize_row<search_q3_k, finish_q3_k_block, 16, kQ3KBlockBytes>(x, n, out, isa);
+  quantize_row<search_q3_k, finish_q3_k_block, kQ3KBlockBytes>(x, n, out, isa);
 }
 void quantize_row_q4_k(const float* x, int64_t n, uint8_t* out) { quantize_row_q4_k(x, n, out, best_isa()); }
 void quantize_row_q4_k(const float* x, int64_t n, uint8_t* out, Isa isa) {
-  quantize_row<search_q4_k, finish_q4_k_block, 32, kQ4KBlockBytes>(x, n, out, isa);
+  quantize_row<search_q4_k, finish_q4_k_block, kQ4KBlockBytes>(x, n, out, isa);
 }
 void quantize_row_q5_k(const float* x, int64_t n, uint8_t* out) { quantize_row_q5_k(x, n, out, best_isa()); }
 void quantize_row_q5_k(const float* x, int64_t n, uint8_t* out, Isa isa) {
-  quantize_row<search_q5_k, finish_q5_k_block, 32, kQ5KBlockBytes>(x, n, out, isa);
+  quantize_row<search_q5_k, finish_q5_k_block, kQ5KBlockBytes>(x, n, out, isa);
 }
 void quantize_row_q6_k(const float* x, int64_t n, uint8_t* out) { quantize_row_q6_k(x, n, out, best_isa()); }
 void quantize_row_q6_k(const float* x, int64_t n, uint8_t* out, Isa isa) {
-  quantize_row<search_q6_k, finish_q6_k_block, 16, kQ6KBlockBytes>(x, n, out, isa);
+  quantize_row<search_q6_k, finish_q6_k_block, kQ6KBlockBytes>(x, n, out, isa);
 }
 
 void dequantize_row_q2_k(const uint8_t* in, int64_t n, float* out) {
