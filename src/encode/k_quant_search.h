@@ -58,9 +58,15 @@ using LaneOf = std::remove_cvref_t<decltype(V{}[0])>;
 
 template <class V>
 inline V splat(LaneOf<V> v) {
-  V r = {};
-  for (int k = 0; k < static_cast<int>(sizeof(V) / sizeof(v)); ++k) r[k] = v;
-  return r;
+  // Integers broadcast through vector + scalar, which compilers turn into one broadcast instruction. Floats are
+  // set lane by lane: 0 + v would turn -0 into +0.
+  if constexpr (std::is_integral_v<LaneOf<V>>) {
+    return V{} + v;
+  } else {
+    V r = {};
+    for (int k = 0; k < static_cast<int>(sizeof(V) / sizeof(v)); ++k) r[k] = v;
+    return r;
+  }
 }
 
 // Lanes of `if_true` where `mask` is all ones, of `if_false` elsewhere (for float and int lanes).
@@ -413,10 +419,11 @@ void for_each_group(const float* x, const float* w, int64_t n, uint8_t* codes, f
 template <int kLanes>
 struct KQuantSearches {
   using F = typename LaneTypes<kLanes>::F;
-  // Lane groups searched together, each group a vector: at least one super-block (16 sub-blocks of 16, or 8 of
-  // 32), and at least two groups so that their dependency chains interleave.
+  // Lane groups searched together, each group a vector: whole super-blocks (16 sub-blocks of 16, or 8 of 32),
+  // and at least two groups so that their dependency chains interleave; more groups measured slower (the
+  // registers run out).
   static constexpr int kGroups16 = kLanes == 4 ? 4 : 2;
-  static constexpr int kGroups32 = kLanes == 8 ? 4 : 2;
+  static constexpr int kGroups32 = 2;
 
   template <int kGroups, int N, bool kAbsoluteError>
   static void fit_asymmetric(const float* x, const float* w, int64_t n, const AsymmetricSearch& s,
