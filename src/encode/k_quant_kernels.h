@@ -7,7 +7,7 @@
 // operations of ggml's scalar search for that sub-block, in the same order (no fused multiply-add, no
 // reassociation), so all versions write the same bytes, which are ggml's.
 //
-// `n` is a multiple of 256 (whole super-blocks); outputs are indexed by sub-block (scales) or element (codes).
+// `n` is a multiple of the sub-block size; outputs are indexed by sub-block (scales) or element (codes).
 #include <cstdint>
 
 #include "util/isa.h"
