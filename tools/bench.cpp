@@ -2,19 +2,28 @@
 //   encoders  weights/s of each of our encoders on all threads vs ggml's quantizer (ggml_quantize_chunk from the
 //             prebuilt libggml-base) on the same data, also on all threads;
 //   repack    `convert --outtype auto` of an MLX-quantized folder (lossless repack) vs `cat` of its safetensors
-//             into a file in the same output directory.
+//             into a file in the same output directory;
+//   q4_k_m    `mlx2gguf convert --outtype q4_k_m --pure` of a float folder vs llama.cpp's llama_model_quantize
+//             (what llama-quantize runs) of the same weights as a bf16 GGUF, in weights per CPU-second (the
+//             machine may be busy with other work: CPU time is what each side actually used), and whether the
+//             two files hold the same tensor bytes.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <tbb/global_control.h>
 #include <tbb/parallel_for.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
 #include "convert.h"
+#include "gguf_listing.h"
 #include "encode/row_encoder.h"
 #include "llama_oracle.h"
 #include "util/error.h"
@@ -114,6 +123,97 @@ void bench_repack(const fs::path& model, const fs::path& out_dir, int threads) {
   fs::remove(gguf);
 }
 
+double cpu_seconds(int who) {
+  rusage usage{};
+  getrusage(who, &usage);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+// Runs argv (no shell) and waits; throws if it fails.
+void run_child(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) fail("fork failed");
+  if (pid == 0) {
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("'{}' failed", fmt::join(argv, " "));
+}
+
+std::string file_range(const fs::path& path, uint64_t offset, uint64_t bytes) {
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(offset));
+  std::string data(bytes, '\0');
+  in.read(data.data(), static_cast<std::streamsize>(bytes));
+  return data;
+}
+
+// Tensors whose type or bytes differ between the two files (by name), and the weights of the first file.
+struct Comparison {
+  int64_t weights = 0;
+  int tensors = 0;
+  std::vector<std::string> different;
+};
+
+Comparison compare_tensors(const fs::path& ours, const fs::path& theirs) {
+  const oracle::GgufListing a = oracle::gguf_list_file(ours.string());
+  const oracle::GgufListing b = oracle::gguf_list_file(theirs.string());
+  Comparison c;
+  for (const auto& t : a.tensors) {
+    int64_t elements = 1;
+    for (int64_t d : t.ne) elements *= d;
+    c.weights += elements;
+    ++c.tensors;
+    const auto match = std::find_if(b.tensors.begin(), b.tensors.end(), [&](const auto& u) { return u.name == t.name; });
+    if (match == b.tensors.end() || match->type != t.type || match->bytes != t.bytes ||
+        file_range(ours, t.file_offset, t.bytes) != file_range(theirs, match->file_offset, match->bytes))
+      c.different.push_back(t.name);
+  }
+  return c;
+}
+
+// Q4_K_M encoding of a float MLX folder: ours (the mlx2gguf binary, a child process: its CPU time is the
+// children's) against llama_model_quantize in this process on the same weights as a bf16 GGUF written by us.
+void bench_q4_k_m(const fs::path& model, const std::string& binary, const fs::path& out_dir, int threads) {
+  const fs::path source = out_dir / "bench-q4km-source-bf16.gguf";
+  const fs::path ours = out_dir / "bench-q4km-ours.gguf", theirs = out_dir / "bench-q4km-llama.gguf";
+  run_child({binary, "convert", model.string(), "-o", source.string(), "--outtype", "bf16", "-q"});
+  // Both sides read their input once before being timed, so the page cache is warm for each.
+  run_child({binary, "convert", model.string(), "-o", ours.string(), "--outtype", "q4_k_m", "--pure", "-q",
+             "--threads", std::to_string(threads)});
+  const double our_cpu_before = cpu_seconds(RUSAGE_CHILDREN);
+  auto start = Clock::now();
+  run_child({binary, "convert", model.string(), "-o", ours.string(), "--outtype", "q4_k_m", "--pure", "-q",
+             "--threads", std::to_string(threads)});
+  const double our_wall = seconds_since(start), our_cpu = cpu_seconds(RUSAGE_CHILDREN) - our_cpu_before;
+  oracle::llama_quantize_file(source.string(), theirs.string(), 15, threads);  // 15 = LLAMA_FTYPE_MOSTLY_Q4_K_M
+  const double their_cpu_before = cpu_seconds(RUSAGE_SELF);
+  start = Clock::now();
+  oracle::llama_quantize_file(source.string(), theirs.string(), 15, threads);
+  const double their_wall = seconds_since(start), their_cpu = cpu_seconds(RUSAGE_SELF) - their_cpu_before;
+  const Comparison c = compare_tensors(ours, theirs);
+  double load[1] = {0};
+  getloadavg(load, 1);
+  fmt::print("q4_k_m: {} ({} weights in {} tensors), {} threads, load average {:.1f} at the end\n", model.string(),
+             c.weights, c.tensors, threads, load[0]);
+  fmt::print("  {:<28} {:>7} {:>7} {:>16}\n", "run", "wall s", "CPU s", "Mweights/CPU-s");
+  const double w = static_cast<double>(c.weights) / 1e6;
+  fmt::print("  {:<28} {:>7.2f} {:>7.2f} {:>16.1f}\n", "mlx2gguf convert --pure", our_wall, our_cpu, w / our_cpu);
+  fmt::print("  {:<28} {:>7.2f} {:>7.2f} {:>16.1f}\n", "llama_model_quantize (bf16)", their_wall, their_cpu,
+             w / their_cpu);
+  fmt::print("  weights per CPU-second, ours / llama-quantize: {:.2f}\n", their_cpu / our_cpu);
+  fmt::print("  tensor bytes: {}\n", c.different.empty() ? std::string("identical")
+                                                          : fmt::format("{} of {} tensors differ (first: {})",
+                                                                        c.different.size(), c.tensors, c.different[0]));
+  for (const auto& f : {source, ours, theirs}) fs::remove(f);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -126,11 +226,17 @@ int main(int argc, char** argv) {
   app.add_option("--row-length", row_length, "Row length of encoder test data (multiple of 256)")->capture_default_str();
   app.add_option("--repack-model", model, "MLX-quantized folder to time `convert --outtype auto` on");
   app.add_option("--out-dir", out_dir, "Where the repack benchmark writes (removed afterwards)")->capture_default_str();
+  std::string q4_k_m_model, binary = "build/mlx2gguf";
+  bool skip_encoders = false;
+  app.add_option("--q4-k-m-model", q4_k_m_model, "Float MLX folder to time Q4_K_M encoding on, against llama_model_quantize");
+  app.add_option("--binary", binary, "The mlx2gguf binary timed by --q4-k-m-model")->capture_default_str();
+  app.add_flag("--skip-encoders", skip_encoders, "Leave out the encoder table");
   CLI11_PARSE(app, argc, argv);
   try {
     tbb::global_control limit(tbb::global_control::max_allowed_parallelism, std::max(1, threads));
-    bench_encoders(threads, rows, row_length);
+    if (!skip_encoders) bench_encoders(threads, rows, row_length);
     if (!model.empty()) bench_repack(model, out_dir, threads);
+    if (!q4_k_m_model.empty()) bench_q4_k_m(q4_k_m_model, binary, out_dir, threads);
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

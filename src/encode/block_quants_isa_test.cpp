@@ -1,6 +1,7 @@
 // The vectorized 32-element block quantizers (AVX2 / NEON, whichever this CPU runs) against the scalar ones, which
-// row_encoder_test.cpp and encoder_quality_test.cpp prove byte-identical to ggml on x86-64. Needs no oracle, so it
-// also runs on arm64.
+// row_encoder_test.cpp and encoder_quality_test.cpp prove byte-identical to ggml on x86-64; likewise the K-quant
+// encoders with each instruction set's search kernels against the portable ones (k_quants_test.cpp compares
+// those with ggml). Needs no oracle, so it also runs on arm64.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "encode/block_quants.h"
+#include "encode/k_quants.h"
 #include "gguf/gguf_types.h"
 
 namespace mlx2gguf {
@@ -141,6 +143,65 @@ TEST(BlockQuantizerIsa, EveryInstructionSetWritesTheScalarBytes) {
                                        << ")";
       }
     }
+}
+
+const Encoder kKQuantEncoders[] = {
+    {"Q2_K", GgmlType::Q2_K, quantize_row_q2_k}, {"Q3_K", GgmlType::Q3_K, quantize_row_q3_k},
+    {"Q4_K", GgmlType::Q4_K, quantize_row_q4_k}, {"Q5_K", GgmlType::Q5_K, quantize_row_q5_k},
+    {"Q6_K", GgmlType::Q6_K, quantize_row_q6_k},
+};
+
+std::vector<uint8_t> quantize_rows(const Encoder& encoder, const std::vector<float>& values, int64_t row_length,
+                                   Isa isa) {
+  const int64_t row_bytes = ggml_row_bytes(encoder.type, row_length);
+  const int64_t rows = static_cast<int64_t>(values.size()) / row_length;
+  std::vector<uint8_t> out(static_cast<size_t>(rows * row_bytes));
+  for (int64_t r = 0; r < rows; ++r)
+    encoder.quantize(values.data() + r * row_length, row_length, out.data() + r * row_bytes, isa);
+  return out;
+}
+
+// Values repeated (cyclically) to a whole number of rows.
+std::vector<float> fill_rows(const std::vector<float>& values, int64_t row_length) {
+  const size_t rows = (values.size() + static_cast<size_t>(row_length) - 1) / static_cast<size_t>(row_length);
+  std::vector<float> out(rows * static_cast<size_t>(row_length));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = values[i % values.size()];
+  return out;
+}
+
+// The wide kernels search several super-blocks at once and a row's last, partial group in a padded copy: rows of
+// one, three and seventeen super-blocks cover whole groups, partial groups and the chunking of long rows.
+TEST(BlockQuantizerIsa, EveryInstructionSetWritesTheScalarKQuantBytes) {
+  std::vector<float> zero_super_block(256, 0.0f);
+  const std::vector<float> after = gaussian(256, 5, 0.02f);
+  zero_super_block.insert(zero_super_block.end(), after.begin(), after.end());
+  std::vector<float> negative_zero_sub_blocks = gaussian(512, 6, 1.0f);
+  for (int j = 0; j < 16; ++j) negative_zero_sub_blocks[32 * 3 + j] = -0.0f;  // one 16-element sub-block
+  for (int j = 0; j < 32; ++j) negative_zero_sub_blocks[256 + 64 + j] = -0.0f;  // one 32-element sub-block
+  const std::vector<std::pair<std::string, std::vector<float>>> data = {
+      {"gaussian", gaussian(48 * kRowLength, 11, 0.02f)},
+      {"wide gaussian", gaussian(16 * kRowLength, 12, 3.0f)},
+      {"heavy-tailed", heavy_tailed(48 * kRowLength, 13)},
+      {"MLX 4-bit", mlx_like(32 * kRowLength, 14)},
+      {"edge cases", edge_cases()},
+      {"zero super-block", zero_super_block},
+      {"zero sub-blocks", negative_zero_sub_blocks},
+  };
+  for (const int64_t row_length : {int64_t{256}, int64_t{768}, int64_t{17 * 256}})
+    for (const Encoder& encoder : kKQuantEncoders)
+      for (const auto& [name, raw] : data) {
+        const std::vector<float> values = fill_rows(raw, row_length);
+        const std::vector<uint8_t> scalar = quantize_rows(encoder, values, row_length, Isa::Scalar);
+        for (Isa isa : supported_isas()) {
+          const std::vector<uint8_t> got = quantize_rows(encoder, values, row_length, isa);
+          ASSERT_EQ(got.size(), scalar.size());
+          for (size_t i = 0; i < got.size(); ++i)
+            ASSERT_EQ(got[i], scalar[i])
+                << encoder.name << " " << isa_name(isa) << " on " << name << " (rows of " << row_length
+                << "): byte " << i << " (super-block "
+                << i / static_cast<size_t>(ggml_type_info(encoder.type).type_size) << ")";
+        }
+      }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "encode/k_quant_kernels.h"
 #include "util/half.h"
 
 // How to read this file. Each super-block of 256 floats is cut into sub-blocks (16 of 16 elements, or 8 of 32).
@@ -14,13 +15,25 @@
 //
 // The arithmetic deliberately repeats the reference quantizer's float operations in the same order (the build
 // uses -ffp-contract=off for the same reason): this is what makes our bytes identical to ggml's. The searches
-// are where the time goes; they run all sub-blocks of a super-block side by side, one sub-block per SIMD lane,
-// and since every lane performs exactly the scalar IEEE operations of that sub-block, the results stay the same.
+// are where the time goes; they live in k_quant_kernels.h, in versions for each instruction set, and run on a
+// whole chunk of the row at a time so that the wide versions can fill their lanes.
 
 namespace mlx2gguf {
 namespace {
 
 constexpr int kSuperBlock = static_cast<int>(kKQuantSuperBlock);
+// Super-blocks searched per kernel call: enough to fill the widest lanes, small enough for the stack.
+constexpr int64_t kChunkBlocks = 16;
+constexpr int64_t kChunk = kChunkBlocks * kSuperBlock;
+
+// What the searches found for a chunk, per element (codes) and per sub-block (16 or 32 elements).
+struct ChunkSearch {
+  uint8_t codes[kChunk];  // the symmetric searches' codes (the asymmetric ones give inverse and shift instead)
+  float scale[kChunk / 16];
+  float negated_min[kChunk / 16];
+  float inverse[kChunk / 16];
+  float shift[kChunk / 16];
+};
 
 // A sub-block whose largest magnitude is below this counts as all zero (ggml's GROUP_MAX_EPS).
 constexpr float kGroupMaxEps = 1e-15f;
@@ -43,321 +56,6 @@ inline float load_f16(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
   return f16_to_f32(h);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Lane arithmetic: GCC/Clang vector types, which every target lowers to its own SIMD (SSE2, NEON, ...).
-
-using Vec4 = float __attribute__((vector_size(16)));
-using Int4 = int32_t __attribute__((vector_size(16)));  // comparisons of Vec4 give all-ones / all-zero lanes
-
-inline Vec4 splat(float v) { return Vec4{v, v, v, v}; }
-inline Int4 splat(int32_t v) { return Int4{v, v, v, v}; }
-
-// Lanes of `if_true` where `mask` is all ones, of `if_false` elsewhere.
-inline Vec4 select(Int4 mask, Vec4 if_true, Vec4 if_false) {
-  return std::bit_cast<Vec4>((mask & std::bit_cast<Int4>(if_true)) | (~mask & std::bit_cast<Int4>(if_false)));
-}
-inline Int4 select(Int4 mask, Int4 if_true, Int4 if_false) { return (mask & if_true) | (~mask & if_false); }
-
-inline Int4 clamped_nearest(Vec4 v, int32_t lo, int32_t hi) {
-  Int4 code = (std::bit_cast<Int4>(v + splat(12582912.0f)) & splat(0x007fffff)) - splat(0x00400000);
-  code = select(code < splat(lo), splat(lo), code);
-  return select(code > splat(hi), splat(hi), code);
-}
-
-// The searches multiply codes with floats, so they keep them as floats.
-inline Vec4 clamped_code(Vec4 v, int32_t lo, int32_t hi) {
-  return __builtin_convertvector(clamped_nearest(v, lo, hi), Vec4);
-}
-
-inline Vec4 absolute(Vec4 v) { return std::bit_cast<Vec4>(std::bit_cast<Int4>(v) & splat(0x7fffffff)); }
-
-// 4·kGroups sub-blocks of N elements, transposed: element i of sub-block 4g + k is lane k of x[i][g]. `w` holds
-// the search's weight of each element (x² when load_lanes gets no weights).
-template <int kGroups, int N>
-struct SubBlockLanes {
-  Vec4 x[N][kGroups];
-  Vec4 w[N][kGroups];
-};
-
-template <int kGroups, int N>
-void load_lanes(const float* x, const float* w, SubBlockLanes<kGroups, N>& lanes) {
-  for (int j = 0; j < 4 * kGroups; ++j) {
-    for (int i = 0; i < N; ++i) {
-      lanes.x[i][j / 4][j % 4] = x[N * j + i];
-      lanes.w[i][j / 4][j % 4] = w ? w[N * j + i] : x[N * j + i] * x[N * j + i];
-    }
-  }
-}
-
-// The element of largest magnitude in each lane, sign kept (the first one on ties).
-template <int kGroups, int N>
-void signed_absmax(const SubBlockLanes<kGroups, N>& lanes, Vec4 (&max)[kGroups]) {
-  for (int g = 0; g < kGroups; ++g) {
-    Vec4 amax = splat(0.0f);
-    max[g] = splat(0.0f);
-    for (int i = 0; i < N; ++i) {
-      const Int4 larger = absolute(lanes.x[i][g]) > amax;
-      amax = select(larger, absolute(lanes.x[i][g]), amax);
-      max[g] = select(larger, lanes.x[i][g], max[g]);
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Search 1 (Q6_K): symmetric codes l in [-nmax, nmax-1], value = scale·l, weights x² (big values matter most).
-// The inverse scale -nmax/max is tried first, then its neighbours -(nmax + 0.1·k)/max for k = -9..9 (k != 0);
-// each gets the least-squares scale Σw·x·l / Σw·l², and a candidate replaces the best so far only if it
-// explains strictly more energy (Σw·x·l)² / Σw·l².
-// Writes each sub-block's scale (negative when its max is positive) and codes offset by nmax (0..2·nmax-1).
-
-// Σw·x·l and Σw·l² for the codes that `inverse` gives.
-template <int kGroups, int N>
-void symmetric_sums(const SubBlockLanes<kGroups, N>& lanes, int nmax, const Vec4 (&inverse)[kGroups],
-                    Vec4 (&sum_wxl)[kGroups], Vec4 (&sum_wll)[kGroups]) {
-  for (int g = 0; g < kGroups; ++g) sum_wxl[g] = sum_wll[g] = splat(0.0f);
-  for (int i = 0; i < N; ++i) {
-    for (int g = 0; g < kGroups; ++g) {
-      const Vec4 l = clamped_code(inverse[g] * lanes.x[i][g], -nmax, nmax - 1);
-      sum_wxl[g] += lanes.w[i][g] * lanes.x[i][g] * l;
-      sum_wll[g] += lanes.w[i][g] * l * l;
-    }
-  }
-}
-
-template <int kGroups, int N>
-void fit_symmetric_scales(const float* x, int nmax, uint8_t* codes, float* scale_out) {
-  SubBlockLanes<kGroups, N> lanes;
-  load_lanes(x, nullptr, lanes);
-  Vec4 max[kGroups];
-  signed_absmax(lanes, max);
-  auto inverse_scales = [&](int k, Vec4(&inverse)[kGroups]) {
-    const float stretched = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(k));
-    for (int g = 0; g < kGroups; ++g) inverse[g] = splat(stretched) / max[g];
-  };
-  Vec4 best_inverse[kGroups], sum_wxl[kGroups], sum_wll[kGroups], scale[kGroups], best[kGroups];
-  inverse_scales(0, best_inverse);
-  symmetric_sums(lanes, nmax, best_inverse, sum_wxl, sum_wll);
-  for (int g = 0; g < kGroups; ++g) {
-    scale[g] = select(sum_wll[g] != splat(0.0f), sum_wxl[g] / sum_wll[g], splat(0.0f));
-    best[g] = scale[g] * sum_wxl[g];
-  }
-  for (int k = -9; k <= 9; ++k) {
-    if (k == 0) continue;
-    Vec4 inverse[kGroups];
-    inverse_scales(k, inverse);
-    symmetric_sums(lanes, nmax, inverse, sum_wxl, sum_wll);
-    for (int g = 0; g < kGroups; ++g) {
-      const Int4 better = (sum_wll[g] > splat(0.0f)) & (sum_wxl[g] * sum_wxl[g] > best[g] * sum_wll[g]);
-      const Vec4 candidate = sum_wxl[g] / sum_wll[g];
-      scale[g] = select(better, candidate, scale[g]);
-      best[g] = select(better, candidate * sum_wxl[g], best[g]);
-      best_inverse[g] = select(better, inverse[g], best_inverse[g]);
-    }
-  }
-  for (int j = 0; j < 4 * kGroups; ++j) {
-    const int g = j / 4;
-    const int k = j % 4;
-    const bool zero = std::fabs(max[g][k]) < kGroupMaxEps;
-    scale_out[j] = zero ? 0.0f : scale[g][k];
-    for (int i = 0; i < N; ++i) {
-      const int l = clamped_nearest(best_inverse[g][k] * x[N * j + i], -nmax, nmax - 1);
-      codes[N * j + i] = zero ? 0 : static_cast<uint8_t>(l + nmax);
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Search 2 (Q3_K): the same symmetric code range and x² weights, but refined by coordinate descent instead of
-// trying scales: starting from plain rounding with -nmax/max, each code in turn moves to its best value given all
-// the others when that improves the fit; at most 5 sweeps, and a sub-block stops after a sweep without change.
-// Writes each sub-block's least-squares scale and codes offset by nmax.
-
-template <int kGroups, int N>
-void fit_symmetric_scales_by_descent(const float* x, int nmax, uint8_t* codes, float* scale_out) {
-  SubBlockLanes<kGroups, N> lanes;
-  load_lanes(x, nullptr, lanes);
-  Vec4 max[kGroups];
-  signed_absmax(lanes, max);
-  Vec4 l[N][kGroups];
-  Vec4 sum_wxl[kGroups], sum_wll[kGroups];
-  Int4 searching[kGroups];  // lanes still sweeping
-  for (int g = 0; g < kGroups; ++g) {
-    const Vec4 inverse = splat(static_cast<float>(-nmax)) / max[g];
-    sum_wxl[g] = sum_wll[g] = splat(0.0f);
-    for (int i = 0; i < N; ++i) {
-      l[i][g] = clamped_code(inverse * lanes.x[i][g], -nmax, nmax - 1);
-      sum_wxl[g] += lanes.w[i][g] * lanes.x[i][g] * l[i][g];
-      sum_wll[g] += lanes.w[i][g] * l[i][g] * l[i][g];
-    }
-    searching[g] = absolute(max[g]) >= splat(kGroupMaxEps);
-  }
-  constexpr int kMaxSweeps = 5;
-  for (int sweep = 0; sweep < kMaxSweeps; ++sweep) {
-    Int4 changed[kGroups] = {};
-    for (int i = 0; i < N; ++i) {
-      for (int g = 0; g < kGroups; ++g) {
-        const Vec4 w = lanes.w[i][g];
-        const Vec4 xi = lanes.x[i][g];
-        // The sums without element i; its best code is then x·Σwll/Σwxl (meaningful only while Σwxl > 0).
-        const Vec4 others_wxl = sum_wxl[g] - w * xi * l[i][g];
-        const Vec4 others_wll = sum_wll[g] - w * l[i][g] * l[i][g];
-        const Vec4 moved_l = clamped_code(xi * others_wll / others_wxl, -nmax, nmax - 1);
-        const Vec4 moved_wxl = others_wxl + w * xi * moved_l;
-        const Vec4 moved_wll = others_wll + w * moved_l * moved_l;
-        const Int4 accept = searching[g] & (others_wxl > splat(0.0f)) & (moved_l != l[i][g]) &
-                            (moved_wll > splat(0.0f)) &
-                            (moved_wxl * moved_wxl * sum_wll[g] > sum_wxl[g] * sum_wxl[g] * moved_wll);
-        l[i][g] = select(accept, moved_l, l[i][g]);
-        sum_wxl[g] = select(accept, moved_wxl, sum_wxl[g]);
-        sum_wll[g] = select(accept, moved_wll, sum_wll[g]);
-        changed[g] |= accept;
-      }
-    }
-    bool any_searching = false;
-    for (int g = 0; g < kGroups; ++g) {
-      searching[g] &= changed[g];
-      for (int k = 0; k < 4; ++k) any_searching |= searching[g][k] != 0;
-    }
-    if (!any_searching) break;
-  }
-  for (int j = 0; j < 4 * kGroups; ++j) {
-    const int g = j / 4;
-    const int k = j % 4;
-    const bool zero = std::fabs(max[g][k]) < kGroupMaxEps;
-    scale_out[j] = zero || !(sum_wll[g][k] > 0.0f) ? 0.0f : sum_wxl[g][k] / sum_wll[g][k];
-    for (int i = 0; i < N; ++i) {
-      codes[N * j + i] = zero ? 0 : static_cast<uint8_t>(static_cast<int>(l[i][g][k]) + nmax);
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Search 3 (Q2_K, Q4_K, Q5_K): asymmetric codes l in [0, nmax], value = scale·l + min with min <= 0.
-// Starts from the plain min/max mapping, then tries inverse scales (nmax + rmin + rdelta·step)/(max - min) for
-// step = 0..nstep; for each, codes are rounded, scale and min are refitted by weighted least squares (min forced
-// to 0 if it comes out positive), and the candidate is kept if its weighted error (squared, or absolute with
-// kAbsoluteError) is strictly lower. Keeping a candidate also moves `min`, which shifts every later candidate.
-// Codes are not stored per candidate: the inverse scale and min of the winner are enough to recompute them.
-
-struct AsymmetricSearch {
-  int nmax;
-  float rmin;
-  float rdelta;
-  int nstep;
-};
-
-// One candidate per lane: codes from rounding inverse·(x - shift), decoded as scale·l + min.
-template <int kGroups>
-struct Candidate {
-  Vec4 inverse[kGroups];
-  Vec4 shift[kGroups];
-  Vec4 scale[kGroups];
-  Vec4 min[kGroups];
-};
-
-template <int kGroups, int N, bool kAbsoluteError>
-void weighted_errors(const SubBlockLanes<kGroups, N>& lanes, int nmax, const Candidate<kGroups>& c,
-                     Vec4 (&error)[kGroups]) {
-  Vec4 sum[kGroups] = {};
-  for (int i = 0; i < N; ++i) {
-    for (int g = 0; g < kGroups; ++g) {
-      const Vec4 l = clamped_code(c.inverse[g] * (lanes.x[i][g] - c.shift[g]), 0, nmax);
-      Vec4 diff = c.scale[g] * l + c.min[g] - lanes.x[i][g];
-      diff = kAbsoluteError ? absolute(diff) : diff * diff;
-      sum[g] += lanes.w[i][g] * diff;
-    }
-  }
-  for (int g = 0; g < kGroups; ++g) error[g] = sum[g];
-}
-
-// x and w hold 4·kGroups consecutive sub-blocks of N elements. Writes codes (0..nmax) for every element, and the
-// scale and -min (>= 0) of every sub-block.
-template <int kGroups, int N, bool kAbsoluteError>
-void fit_scales_and_mins(const float* x, const float* w, const AsymmetricSearch& search, uint8_t* codes,
-                         float* scale_out, float* negated_min_out) {
-  SubBlockLanes<kGroups, N> lanes;
-  load_lanes(x, w, lanes);
-  Vec4 min[kGroups], max[kGroups], total_w[kGroups], total_wx[kGroups];
-  for (int g = 0; g < kGroups; ++g) {
-    min[g] = max[g] = lanes.x[0][g];
-    total_w[g] = lanes.w[0][g];
-    total_wx[g] = total_w[g] * lanes.x[0][g];
-  }
-  for (int i = 1; i < N; ++i) {
-    for (int g = 0; g < kGroups; ++g) {
-      min[g] = select(lanes.x[i][g] < min[g], lanes.x[i][g], min[g]);
-      max[g] = select(lanes.x[i][g] > max[g], lanes.x[i][g], max[g]);
-      total_w[g] += lanes.w[i][g];
-      total_wx[g] += lanes.w[i][g] * lanes.x[i][g];
-    }
-  }
-  // The winning candidate so far, starting with the plain min/max mapping.
-  Candidate<kGroups> best;
-  Vec4 best_error[kGroups];
-  Int4 flat[kGroups];  // all elements equal (once min is capped at 0): nothing to search
-  for (int g = 0; g < kGroups; ++g) {
-    min[g] = select(min[g] > splat(0.0f), splat(0.0f), min[g]);
-    flat[g] = max[g] == min[g];
-    best.inverse[g] = splat(static_cast<float>(search.nmax)) / (max[g] - min[g]);
-    best.shift[g] = min[g];
-    best.scale[g] = splat(1.0f) / best.inverse[g];
-    best.min[g] = min[g];
-  }
-  weighted_errors<kGroups, N, kAbsoluteError>(lanes, search.nmax, best, best_error);
-
-  for (int step = 0; step <= search.nstep; ++step) {
-    const float stretch = search.rmin + search.rdelta * static_cast<float>(step);
-    Candidate<kGroups> next;
-    Vec4 sum_wl[kGroups] = {}, sum_wll[kGroups] = {}, sum_wlx[kGroups] = {};
-    for (int g = 0; g < kGroups; ++g) {
-      next.inverse[g] = splat(stretch + static_cast<float>(search.nmax)) / (max[g] - min[g]);
-      next.shift[g] = min[g];
-    }
-    for (int i = 0; i < N; ++i) {
-      for (int g = 0; g < kGroups; ++g) {
-        const Vec4 l = clamped_code(next.inverse[g] * (lanes.x[i][g] - min[g]), 0, search.nmax);
-        const Vec4 wl = lanes.w[i][g] * l;
-        sum_wl[g] += wl;
-        sum_wll[g] += wl * l;
-        sum_wlx[g] += wl * lanes.x[i][g];
-      }
-    }
-    // Weighted least-squares scale and min for these codes; a positive min is not representable, so there the
-    // scale is refitted alone with min = 0.
-    Int4 fitted[kGroups];
-    for (int g = 0; g < kGroups; ++g) {
-      const Vec4 det = total_w[g] * sum_wll[g] - sum_wl[g] * sum_wl[g];
-      fitted[g] = det > splat(0.0f);
-      const Vec4 scale = (total_w[g] * sum_wlx[g] - total_wx[g] * sum_wl[g]) / det;
-      const Vec4 fit_min = (sum_wll[g] * total_wx[g] - sum_wl[g] * sum_wlx[g]) / det;
-      const Int4 positive = fit_min > splat(0.0f);
-      next.scale[g] = select(positive, sum_wlx[g] / sum_wll[g], scale);
-      next.min[g] = select(positive, splat(0.0f), fit_min);
-    }
-    Vec4 error[kGroups];
-    weighted_errors<kGroups, N, kAbsoluteError>(lanes, search.nmax, next, error);
-    for (int g = 0; g < kGroups; ++g) {
-      const Int4 better = ~flat[g] & fitted[g] & (error[g] < best_error[g]);
-      best_error[g] = select(better, error[g], best_error[g]);
-      best.inverse[g] = select(better, next.inverse[g], best.inverse[g]);
-      best.shift[g] = select(better, next.shift[g], best.shift[g]);
-      best.scale[g] = select(better, next.scale[g], best.scale[g]);
-      min[g] = select(better, next.min[g], min[g]);
-    }
-  }
-  for (int j = 0; j < 4 * kGroups; ++j) {
-    const int g = j / 4;
-    const int k = j % 4;
-    const bool is_flat = flat[g][k] != 0;
-    negated_min_out[j] = -min[g][k];
-    scale_out[j] = is_flat ? 0.0f : best.scale[g][k];
-    for (int i = 0; i < N; ++i) {
-      const int l = clamped_nearest(best.inverse[g][k] * (x[N * j + i] - best.shift[g][k]), 0, search.nmax);
-      codes[N * j + i] = is_flat ? 0 : static_cast<uint8_t>(l);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -426,17 +124,23 @@ inline ScaleAndMinCodes q4_k_scale_and_min(const uint8_t* scales, int j) {
 // Q2_K: 16 sub-blocks of 16, codes 0..3, y = d·sc·q - dmin·m with 4-bit sc and m.
 // Layout: scales[16] (sc | m << 4), qs[64], fp16 d, fp16 dmin.
 
-void quantize_q2_k_block(const float* x, uint8_t* out) {
+// The search: |x| weights (with the absolute-error search, large elements weigh most).
+void search_q2_k(Isa isa, const float* x, int64_t n, ChunkSearch& r) {
+  float weight[kChunk];
+  for (int64_t e = 0; e < n; ++e) weight[e] = std::fabs(x[e]);
+  fit_scales_and_mins(isa, x, weight, n, 16, true, {3, -0.5f, 0.1f, 15}, r.inverse, r.shift, r.scale,
+                      r.negated_min);
+}
+
+// Super-block b of the chunk from its search results.
+void finish_q2_k_block(const float* x, ChunkSearch& r, int64_t b, uint8_t* out) {
+  const float* sub_scale = r.scale + 16 * b;
+  const float* sub_min = r.negated_min + 16 * b;
+  uint8_t codes[kSuperBlock];
   uint8_t* scales = out;
   uint8_t* qs = out + 16;
-  uint8_t codes[kSuperBlock];
-  float sub_scale[16];
-  float sub_min[16];
   float max_scale = 0.0f;
   float max_min = 0.0f;
-  float weight[kSuperBlock];  // |x|: with the absolute-error search, large elements weigh most
-  for (int e = 0; e < kSuperBlock; ++e) weight[e] = std::fabs(x[e]);
-  fit_scales_and_mins<4, 16, true>(x, weight, {3, -0.5f, 0.1f, 15}, codes, sub_scale, sub_min);
   for (int j = 0; j < 16; ++j) {
     max_scale = std::max(max_scale, sub_scale[j]);
     max_min = std::max(max_min, sub_min[j]);
@@ -460,7 +164,10 @@ void quantize_q2_k_block(const float* x, uint8_t* out) {
   const float stored_dmin = load_f16(out + 82);
   for (int j = 0; j < 16; ++j) {
     const float step = stored_d * static_cast<float>(scales[j] & 0xF);
-    if (step == 0) continue;  // nothing to re-round against: keep the search's codes
+    if (step == 0) {  // nothing to re-round against: the search's codes
+      asymmetric_codes(x + 16 * j, 16, r.inverse[16 * b + j], r.shift[16 * b + j], 3, codes + 16 * j);
+      continue;
+    }
     const float offset = stored_dmin * static_cast<float>(scales[j] >> 4);
     for (int i = 0; i < 16; ++i) {
       codes[16 * j + i] = static_cast<uint8_t>(clamped_nearest((x[16 * j + i] + offset) / step, 0, 3));
@@ -485,14 +192,17 @@ void dequantize_q2_k_block(const uint8_t* in, float* y) {
 // Q3_K: 16 sub-blocks of 16, codes -4..3, y = d·sc·q with signed 6-bit sc.
 // Layout: hmask[32] (bit e/32 of byte e%32 = third bit of code+4), qs[64] (low two bits), scales[12], fp16 d.
 
-void quantize_q3_k_block(const float* x, uint8_t* out) {
+void search_q3_k(Isa isa, const float* x, int64_t n, ChunkSearch& r) {
+  fit_symmetric_scales_by_descent(isa, x, n, 4, r.codes, r.scale);
+}
+
+void finish_q3_k_block(const float* x, ChunkSearch& r, int64_t b, uint8_t* out) {
+  uint8_t* codes = r.codes + kSuperBlock * b;  // code + 4, 0..7
+  const float* sub_scale = r.scale + 16 * b;
   uint8_t* hmask = out;
   uint8_t* qs = out + 32;
   uint8_t* scales = out + 96;
-  uint8_t codes[kSuperBlock];  // code + 4, 0..7
-  float sub_scale[16];
   float max_scale = 0.0f;  // the signed sub-block scale of largest magnitude
-  fit_symmetric_scales_by_descent<4, 16>(x, 4, codes, sub_scale);
   for (int j = 0; j < 16; ++j) {
     if (std::fabs(sub_scale[j]) > std::fabs(max_scale)) max_scale = sub_scale[j];
   }
@@ -545,13 +255,9 @@ void dequantize_q3_k_block(const uint8_t* in, float* y) {
 // Q4_K and Q5_K: 8 sub-blocks of 32, codes 0..nmax, y = d·sc·q - dmin·m with 6-bit sc and m.
 // Shared header: fp16 d, fp16 dmin, scales[12]; fills `codes` with the final per-element codes.
 
-void quantize_q4_k_header(const float* x, const AsymmetricSearch& search, uint8_t* header, uint8_t* codes) {
-  float sub_scale[8];
-  float sub_min[8];
-  float max_scale = 0.0f;
-  float max_min = 0.0f;
-  float weight[kSuperBlock];
-  for (int j = 0; j < 8; ++j) {
+void search_q4_k_sub_blocks(Isa isa, const float* x, int64_t n, const AsymmetricSearch& search, ChunkSearch& r) {
+  float weight[kChunk];
+  for (int64_t j = 0; j < n / 32; ++j) {
     const float* xs = x + 32 * j;
     float sum_x2 = 0.0f;
     for (int i = 0; i < 32; ++i) sum_x2 += xs[i] * xs[i];
@@ -559,7 +265,26 @@ void quantize_q4_k_header(const float* x, const AsymmetricSearch& search, uint8_
     const float rms = std::sqrt(sum_x2 / 32);
     for (int i = 0; i < 32; ++i) weight[32 * j + i] = rms + std::fabs(xs[i]);
   }
-  fit_scales_and_mins<2, 32, false>(x, weight, search, codes, sub_scale, sub_min);
+  fit_scales_and_mins(isa, x, weight, n, 32, false, search, r.inverse, r.shift, r.scale, r.negated_min);
+}
+
+constexpr AsymmetricSearch kQ4KSearch{15, -1.0f, 0.1f, 20};
+constexpr AsymmetricSearch kQ5KSearch{31, -0.5f, 0.1f, 15};
+
+void search_q4_k(Isa isa, const float* x, int64_t n, ChunkSearch& r) {
+  search_q4_k_sub_blocks(isa, x, n, kQ4KSearch, r);
+}
+void search_q5_k(Isa isa, const float* x, int64_t n, ChunkSearch& r) {
+  search_q4_k_sub_blocks(isa, x, n, kQ5KSearch, r);
+}
+
+// Writes the header of super-block b of the chunk and its final codes.
+void finish_q4_k_header(const float* x, int nmax, const ChunkSearch& r, int64_t b, uint8_t* header,
+                        uint8_t* codes) {
+  const float* sub_scale = r.scale + 8 * b;
+  const float* sub_min = r.negated_min + 8 * b;
+  float max_scale = 0.0f;
+  float max_min = 0.0f;
   for (int j = 0; j < 8; ++j) {
     max_scale = std::max(max_scale, sub_scale[j]);
     max_min = std::max(max_min, sub_min[j]);
@@ -580,11 +305,14 @@ void quantize_q4_k_header(const float* x, const AsymmetricSearch& search, uint8_
   const float stored_dmin = load_f16(header + 2);
   for (int j = 0; j < 8; ++j) {
     const float step = stored_d * static_cast<float>(scale_codes[j]);
-    if (step == 0) continue;  // nothing to re-round against: keep the search's codes
+    if (step == 0) {  // nothing to re-round against: the search's codes
+      asymmetric_codes(x + 32 * j, 32, r.inverse[8 * b + j], r.shift[8 * b + j], nmax, codes + 32 * j);
+      continue;
+    }
     const float offset = stored_dmin * static_cast<float>(min_codes[j]);
     for (int i = 0; i < 32; ++i) {
       codes[32 * j + i] =
-          static_cast<uint8_t>(clamped_nearest((x[32 * j + i] + offset) / step, 0, search.nmax));
+          static_cast<uint8_t>(clamped_nearest((x[32 * j + i] + offset) / step, 0, nmax));
     }
   }
 }
@@ -601,9 +329,9 @@ void q4_k_steps(const uint8_t* header, float* step, float* offset) {
 }
 
 // Q4_K layout: header (16 bytes), qs[128]: sub-blocks 2k and 2k+1 share bytes 32k..32k+31 (low/high nibble).
-void quantize_q4_k_block(const float* x, uint8_t* out) {
+void finish_q4_k_block(const float* x, ChunkSearch& r, int64_t b, uint8_t* out) {
   uint8_t codes[kSuperBlock];
-  quantize_q4_k_header(x, {15, -1.0f, 0.1f, 20}, out, codes);
+  finish_q4_k_header(x, kQ4KSearch.nmax, r, b, out, codes);
   uint8_t* qs = out + 16;
   for (int pair = 0; pair < 4; ++pair) {
     for (int i = 0; i < 32; ++i) {
@@ -627,9 +355,9 @@ void dequantize_q4_k_block(const uint8_t* in, float* y) {
 
 // Q5_K layout: header (16 bytes), qh[32] (bit j of byte i = fifth bit of element i of sub-block j), qs[128] as
 // Q4_K.
-void quantize_q5_k_block(const float* x, uint8_t* out) {
+void finish_q5_k_block(const float* x, ChunkSearch& r, int64_t b, uint8_t* out) {
   uint8_t codes[kSuperBlock];
-  quantize_q4_k_header(x, {31, -0.5f, 0.1f, 15}, out, codes);
+  finish_q4_k_header(x, kQ5KSearch.nmax, r, b, out, codes);
   uint8_t* qh = out + 16;
   uint8_t* qs = out + 48;
   std::memset(qh, 0, 32);
@@ -676,14 +404,17 @@ void pack_q6_k_codes(const uint8_t* codes, uint8_t* ql, uint8_t* qh) {
   }
 }
 
-void quantize_q6_k_block(const float* x, uint8_t* out) {
+void search_q6_k(Isa isa, const float* x, int64_t n, ChunkSearch& r) {
+  fit_symmetric_scales(isa, x, nullptr, n, 32, r.codes, r.scale);
+}
+
+void finish_q6_k_block(const float* x, ChunkSearch& r, int64_t b, uint8_t* out) {
+  uint8_t* codes = r.codes + kSuperBlock * b;  // code + 32, 0..63
+  const float* sub_scale = r.scale + 16 * b;
   uint8_t* ql = out;
   uint8_t* qh = out + 128;
   int8_t* scales = reinterpret_cast<int8_t*>(out + 192);
-  uint8_t codes[kSuperBlock];  // code + 32, 0..63
-  float sub_scale[16];
   float max_scale = 0.0f;  // the signed sub-block scale of largest magnitude
-  fit_symmetric_scales<4, 16>(x, 32, codes, sub_scale);
   for (int j = 0; j < 16; ++j) {
     if (std::fabs(sub_scale[j]) > std::fabs(max_scale)) max_scale = sub_scale[j];
   }
@@ -723,9 +454,19 @@ void dequantize_q6_k_block(const uint8_t* in, float* y) {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-template <void (*kEncodeBlock)(const float*, uint8_t*), int64_t kBlockBytes>
-void quantize_row(const float* x, int64_t n, uint8_t* out) {
-  for (int64_t b = 0; b < n / kSuperBlock; ++b) kEncodeBlock(x + b * kSuperBlock, out + b * kBlockBytes);
+using Search = void (*)(Isa, const float*, int64_t, ChunkSearch&);
+using Finish = void (*)(const float*, ChunkSearch&, int64_t, uint8_t*);
+
+// A chunk of super-blocks is searched in one kernel call, then each super-block is finished.
+template <Search kSearch, Finish kFinish, int64_t kBlockBytes>
+void quantize_row(const float* x, int64_t n, uint8_t* out, Isa isa) {
+  ChunkSearch r;
+  for (int64_t first = 0; first < n; first += kChunk) {
+    const int64_t m = std::min(kChunk, n - first);
+    kSearch(isa, x + first, m, r);
+    for (int64_t b = 0; b < m / kSuperBlock; ++b)
+      kFinish(x + first + b * kSuperBlock, r, b, out + (first / kSuperBlock + b) * kBlockBytes);
+  }
 }
 
 template <void (*kDecodeBlock)(const uint8_t*, float*), int64_t kBlockBytes>
@@ -735,20 +476,25 @@ void dequantize_row(const uint8_t* in, int64_t n, float* out) {
 
 }  // namespace
 
-void quantize_row_q2_k(const float* x, int64_t n, uint8_t* out) {
-  quantize_row<quantize_q2_k_block, kQ2KBlockBytes>(x, n, out);
+void quantize_row_q2_k(const float* x, int64_t n, uint8_t* out) { quantize_row_q2_k(x, n, out, best_isa()); }
+void quantize_row_q2_k(const float* x, int64_t n, uint8_t* out, Isa isa) {
+  quantize_row<search_q2_k, finish_q2_k_block, kQ2KBlockBytes>(x, n, out, isa);
 }
-void quantize_row_q3_k(const float* x, int64_t n, uint8_t* out) {
-  quantize_row<quantize_q3_k_block, kQ3KBlockBytes>(x, n, out);
+void quantize_row_q3_k(const float* x, int64_t n, uint8_t* out) { quantize_row_q3_k(x, n, out, best_isa()); }
+void quantize_row_q3_k(const float* x, int64_t n, uint8_t* out, Isa isa) {
+  quantize_row<search_q3_k, finish_q3_k_block, kQ3KBlockBytes>(x, n, out, isa);
 }
-void quantize_row_q4_k(const float* x, int64_t n, uint8_t* out) {
-  quantize_row<quantize_q4_k_block, kQ4KBlockBytes>(x, n, out);
+void quantize_row_q4_k(const float* x, int64_t n, uint8_t* out) { quantize_row_q4_k(x, n, out, best_isa()); }
+void quantize_row_q4_k(const float* x, int64_t n, uint8_t* out, Isa isa) {
+  quantize_row<search_q4_k, finish_q4_k_block, kQ4KBlockBytes>(x, n, out, isa);
 }
-void quantize_row_q5_k(const float* x, int64_t n, uint8_t* out) {
-  quantize_row<quantize_q5_k_block, kQ5KBlockBytes>(x, n, out);
+void quantize_row_q5_k(const float* x, int64_t n, uint8_t* out) { quantize_row_q5_k(x, n, out, best_isa()); }
+void quantize_row_q5_k(const float* x, int64_t n, uint8_t* out, Isa isa) {
+  quantize_row<search_q5_k, finish_q5_k_block, kQ5KBlockBytes>(x, n, out, isa);
 }
-void quantize_row_q6_k(const float* x, int64_t n, uint8_t* out) {
-  quantize_row<quantize_q6_k_block, kQ6KBlockBytes>(x, n, out);
+void quantize_row_q6_k(const float* x, int64_t n, uint8_t* out) { quantize_row_q6_k(x, n, out, best_isa()); }
+void quantize_row_q6_k(const float* x, int64_t n, uint8_t* out, Isa isa) {
+  quantize_row<search_q6_k, finish_q6_k_block, kQ6KBlockBytes>(x, n, out, isa);
 }
 
 void dequantize_row_q2_k(const uint8_t* in, int64_t n, float* out) {

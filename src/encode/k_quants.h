@@ -7,6 +7,8 @@
 // n/256 consecutive super-blocks. They are single-threaded and allocate nothing; callers parallelise over rows.
 #include <cstdint>
 
+#include "util/isa.h"
+
 namespace mlx2gguf {
 
 inline constexpr int64_t kKQuantSuperBlock = 256;
@@ -23,6 +25,14 @@ void quantize_row_q3_k(const float* x, int64_t n, uint8_t* out);
 void quantize_row_q4_k(const float* x, int64_t n, uint8_t* out);
 void quantize_row_q5_k(const float* x, int64_t n, uint8_t* out);
 void quantize_row_q6_k(const float* x, int64_t n, uint8_t* out);
+
+// The same with the search kernels of a given instruction set (one of supported_isas(); the functions above use
+// best_isa()). Every instruction set writes the same bytes.
+void quantize_row_q2_k(const float* x, int64_t n, uint8_t* out, Isa isa);
+void quantize_row_q3_k(const float* x, int64_t n, uint8_t* out, Isa isa);
+void quantize_row_q4_k(const float* x, int64_t n, uint8_t* out, Isa isa);
+void quantize_row_q5_k(const float* x, int64_t n, uint8_t* out, Isa isa);
+void quantize_row_q6_k(const float* x, int64_t n, uint8_t* out, Isa isa);
 
 void dequantize_row_q2_k(const uint8_t* in, int64_t n, float* out);
 void dequantize_row_q3_k(const uint8_t* in, int64_t n, float* out);

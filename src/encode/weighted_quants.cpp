@@ -4,7 +4,9 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
+#include "encode/k_quant_kernels.h"
 #include "encode/row_encoder.h"
 #include "util/half.h"
 
@@ -84,71 +86,35 @@ float fit_symmetric(int n, int nmax, const float* x, const float* w, int8_t* cod
   return scale;
 }
 
-// Asymmetric codes l in [0, nmax] (value = scale·l - offset, offset ≥ 0) for n values under weights w. From the
-// range [min(0, min x), max x], it tries inverse scales (nmax + rmin + k·rdelta)/range for k = 0..steps, fits
-// scale and offset to each candidate's codes by weighted least squares, and keeps the one with the least weighted
-// squared error. Returns the scale; *offset receives the offset.
-float fit_with_offset(int n, int nmax, const float* x, const float* w, uint8_t* codes, float* offset, float rmin,
-                      float rdelta, int steps) {
-  float min = x[0], max = x[0];
-  float sum_w = w[0];
-  float sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    if (x[i] < min) min = x[i];
-    if (x[i] > max) max = x[i];
-    sum_w += w[i];
-    sum_x += w[i] * x[i];
-  }
-  if (min > 0) min = 0;
-  if (max <= min) {
-    std::fill(codes, codes + n, uint8_t{0});
-    *offset = -min;
-    return 0.0f;
-  }
-  float inverse = static_cast<float>(nmax) / (max - min);
-  float scale = 1 / inverse;
-  float best_error = 0;
-  for (int i = 0; i < n; ++i) {
-    codes[i] = static_cast<uint8_t>(std::clamp(nearest_int(inverse * (x[i] - min)), 0, nmax));
-    float diff = scale * static_cast<float>(codes[i]) + min - x[i];
-    diff = diff * diff;
-    best_error += w[i] * diff;
-  }
-  uint8_t trial[kSuper];
-  for (int k = 0; k <= steps; ++k) {
-    inverse = (rmin + rdelta * static_cast<float>(k) + static_cast<float>(nmax)) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = std::clamp(nearest_int(inverse * (x[i] - min)), 0, nmax);
-      trial[i] = static_cast<uint8_t>(l);
-      const float fl = static_cast<float>(l);
-      sum_l += w[i] * fl;
-      sum_l2 += w[i] * fl * fl;
-      sum_xl += w[i] * fl * x[i];
-    }
-    const float det = sum_w * sum_l2 - sum_l * sum_l;
-    if (!(det > 0)) continue;
-    float trial_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-    float trial_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-    if (trial_min > 0) {
-      trial_min = 0;
-      trial_scale = sum_xl / sum_l2;
-    }
-    float error = 0;
-    for (int i = 0; i < n; ++i) {
-      float diff = trial_scale * static_cast<float>(trial[i]) + trial_min - x[i];
-      diff = diff * diff;
-      error += w[i] * diff;
-    }
-    if (error < best_error) {
-      std::copy(trial, trial + n, codes);
-      best_error = error;
-      scale = trial_scale;
-      min = trial_min;
-    }
-  }
-  *offset = -min;
-  return scale;
+// The searches of every sub-block of a row, done by the kernels the plain K-quant encoders use
+// (k_quant_kernels.h): the weighted quantizers run the same loops, only with other weights and parameters.
+struct SubBlockFits {
+  std::vector<float> scale, negated_min, inverse, shift;
+  std::vector<uint8_t> codes;  // the symmetric search's codes, offset by nmax
+};
+
+// Asymmetric codes l in [0, nmax] (value = scale·l - offset, offset ≥ 0) under weights w, per sub-block: from the
+// range [min(0, min x), max x], inverse scales (nmax - 0.9 + k/20)/range for k = 0..36, each fitted by weighted
+// least squares, the least weighted squared error kept.
+SubBlockFits fit_row_with_offset(const float* x, const float* w, int64_t n, int sub_block, int nmax) {
+  SubBlockFits f;
+  const size_t count = static_cast<size_t>(n / sub_block);
+  f.scale.resize(count);
+  f.negated_min.resize(count);
+  f.inverse.resize(count);
+  f.shift.resize(count);
+  fit_scales_and_mins(best_isa(), x, w, n, sub_block, false, {nmax, -0.9f, 0.05f, 36}, f.inverse.data(),
+                      f.shift.data(), f.scale.data(), f.negated_min.data());
+  return f;
+}
+
+// fit_symmetric for every 16-element sub-block of a row.
+SubBlockFits fit_row_symmetric(const float* x, const float* w, int64_t n, int nmax) {
+  SubBlockFits f;
+  f.scale.resize(static_cast<size_t>(n / 16));
+  f.codes.resize(static_cast<size_t>(n));
+  fit_symmetric_scales(best_isa(), x, w, n, nmax, f.codes.data(), f.scale.data());
+  return f;
 }
 
 // Codes in [0, nmax] for n non-negative values (sub-block scales or offsets) under weights w: the best of nine
@@ -309,13 +275,13 @@ template <int kBits>
 void quantize_offset_blocks(const float* x, int64_t n, const float* importance, uint8_t* out) {
   constexpr int64_t kBytes = kBits == 4 ? 20 : 24;
   const float sigma2 = sum_of_squares(x, n) / static_cast<float>(n);
+  std::vector<float> weights(static_cast<size_t>(n));
+  element_weights(importance, x, static_cast<int>(n), sigma2, weights.data());
+  const SubBlockFits fits = fit_row_with_offset(x, weights.data(), n, kBlock, (1 << kBits) - 1);
   for (int64_t b = 0; b < n / kBlock; ++b) {
-    const float* xb = x + b * kBlock;
-    float weights[kBlock];
-    element_weights(importance + b * kBlock, xb, kBlock, sigma2, weights);
     uint8_t codes[kBlock];
-    float offset;
-    const float d = fit_with_offset(kBlock, (1 << kBits) - 1, xb, weights, codes, &offset, -0.9f, 0.05f, 36);
+    asymmetric_codes(x + b * kBlock, kBlock, fits.inverse[b], fits.shift[b], (1 << kBits) - 1, codes);
+    const float d = fits.scale[b], offset = fits.negated_min[b];
     uint8_t* block = out + b * kBytes;
     store_half(block, d);
     store_half(block + 2, -offset);
@@ -329,17 +295,28 @@ void quantize_offset_blocks(const float* x, int64_t n, const float* importance, 
 }
 
 // Q4_K / Q5_K super-block: eight 32-element sub-blocks, 6-bit scale and offset codes.
+// Each super-block's weights: importance · sqrt(σ² + x²) with σ² from the super-block (times `spread`).
+std::vector<float> super_block_weights(const float* x, int64_t n, const float* importance, float spread) {
+  std::vector<float> weights(static_cast<size_t>(n));
+  for (int64_t b = 0; b < n / kSuper; ++b) {
+    const float sigma2 = spread * sum_of_squares(x + b * kSuper, kSuper) / kSuper;
+    element_weights(importance + b * kSuper, x + b * kSuper, kSuper, sigma2, weights.data() + b * kSuper);
+  }
+  return weights;
+}
+
+// Super-block b of a row whose sub-blocks were searched into `fits`, with the weights of that search.
 template <int kBits>
-void quantize_k4_superblock(const float* x, const float* importance, uint8_t* block) {
+void quantize_k4_superblock(const float* x, const float* weights, const SubBlockFits& fits, int64_t b,
+                            uint8_t* block) {
   constexpr int nmax = (1 << kBits) - 1;
-  const float sigma2 = 2 * sum_of_squares(x, kSuper) / kSuper;
   uint8_t codes[kSuper];
   float scales[8], offsets[8], sub_weights[8];
   for (int j = 0; j < 8; ++j) {
-    float weights[32];
-    element_weights(importance + 32 * j, x + 32 * j, 32, sigma2, weights);
-    sub_weights[j] = sum(weights, 32);
-    scales[j] = fit_with_offset(32, nmax, x + 32 * j, weights, codes + 32 * j, &offsets[j], -0.9f, 0.05f, 36);
+    sub_weights[j] = sum(weights + 32 * j, 32);
+    scales[j] = fits.scale[8 * b + j];
+    offsets[j] = fits.negated_min[8 * b + j];
+    asymmetric_codes(x + 32 * j, 32, fits.inverse[8 * b + j], fits.shift[8 * b + j], nmax, codes + 32 * j);
   }
   uint8_t scale_codes[8], offset_codes[8];
   const float d = fit_positive(8, 63, scales, scale_codes, sub_weights);
@@ -393,15 +370,15 @@ void quantize_k4_superblock(const float* x, const float* importance, uint8_t* bl
   }
 }
 
-void quantize_q2_k_superblock(const float* x, const float* importance, uint8_t* block) {
-  const float sigma2 = sum_of_squares(x, kSuper) / kSuper;
+void quantize_q2_k_superblock(const float* x, const float* weights, const SubBlockFits& fits, int64_t b,
+                              uint8_t* block) {
   uint8_t codes[kSuper];
   float scales[16], offsets[16], sub_weights[16];
   for (int j = 0; j < 16; ++j) {
-    float weights[16];
-    element_weights(importance + 16 * j, x + 16 * j, 16, sigma2, weights);
-    sub_weights[j] = sum(weights, 16);
-    scales[j] = fit_with_offset(16, 3, x + 16 * j, weights, codes + 16 * j, &offsets[j], -0.9f, 0.05f, 36);
+    sub_weights[j] = sum(weights + 16 * j, 16);
+    scales[j] = fits.scale[16 * b + j];
+    offsets[j] = fits.negated_min[16 * b + j];
+    asymmetric_codes(x + 16 * j, 16, fits.inverse[16 * b + j], fits.shift[16 * b + j], 3, codes + 16 * j);
   }
   uint8_t scale_codes[16], offset_codes[16];
   const float d = fit_positive(16, 15, scales, scale_codes, sub_weights);
@@ -422,16 +399,15 @@ void quantize_q2_k_superblock(const float* x, const float* importance, uint8_t* 
   pack_crumbs_256(codes, qs);
 }
 
-void quantize_q3_k_superblock(const float* x, const float* importance, uint8_t* block) {
-  const float sigma2 = 2 * sum_of_squares(x, kSuper) / kSuper;
+void quantize_q3_k_superblock(const float* x, const float* weights, const SubBlockFits& fits, int64_t b,
+                              uint8_t* block) {
   int8_t signed_codes[kSuper];
   float scales[16], sub_weights[16];
   for (int j = 0; j < 16; ++j) {
-    float weights[16];
-    element_weights(importance + 16 * j, x + 16 * j, 16, sigma2, weights);
-    sub_weights[j] = sum(weights, 16);
-    scales[j] = fit_symmetric(16, 4, x + 16 * j, weights, signed_codes + 16 * j);
+    sub_weights[j] = sum(weights + 16 * j, 16);
+    scales[j] = fits.scale[16 * b + j];
   }
+  for (int e = 0; e < kSuper; ++e) signed_codes[e] = static_cast<int8_t>(fits.codes[kSuper * b + e]);
   int8_t scale_codes[16];
   const float d = fit_symmetric(16, 32, scales, sub_weights, scale_codes);
   uint8_t* hmask = block;
@@ -471,13 +447,13 @@ void quantize_q3_k_superblock(const float* x, const float* importance, uint8_t* 
   pack_crumbs_256(codes, qs);
 }
 
-void quantize_q6_k_superblock(const float* x, const float* importance, uint8_t* block) {
+void quantize_q6_k_superblock(const float* x, const float*, const SubBlockFits& fits, int64_t b, uint8_t* block) {
   int8_t signed_codes[kSuper];
   float scales[16];
   float max_scale = 0, max_abs_scale = 0;
+  for (int e = 0; e < kSuper; ++e) signed_codes[e] = static_cast<int8_t>(fits.codes[kSuper * b + e]);
   for (int j = 0; j < 16; ++j) {
-    // Q6_K weights by importance alone, without the element magnitude.
-    scales[j] = fit_symmetric(16, 32, x + 16 * j, importance + 16 * j, signed_codes + 16 * j);
+    scales[j] = fits.scale[16 * b + j];
     if (std::fabs(scales[j]) > max_abs_scale) {
       max_abs_scale = std::fabs(scales[j]);
       max_scale = scales[j];
@@ -513,9 +489,13 @@ void quantize_q6_k_superblock(const float* x, const float* importance, uint8_t* 
   }
 }
 
-template <void (*kSuperBlock)(const float*, const float*, uint8_t*), int64_t kBytes>
-void quantize_super_blocks(const float* x, int64_t n, const float* importance, uint8_t* out) {
-  for (int64_t b = 0; b < n / kSuper; ++b) kSuperBlock(x + b * kSuper, importance + b * kSuper, out + b * kBytes);
+using FinishSuperBlock = void (*)(const float*, const float*, const SubBlockFits&, int64_t, uint8_t*);
+
+// The sub-blocks of the whole row are searched at once (so the kernels can fill their lanes), then each
+// super-block is finished.
+template <FinishSuperBlock kFinish, int64_t kBytes>
+void finish_super_blocks(const float* x, int64_t n, const float* weights, const SubBlockFits& fits, uint8_t* out) {
+  for (int64_t b = 0; b < n / kSuper; ++b) kFinish(x + b * kSuper, weights + b * kSuper, fits, b, out + b * kBytes);
 }
 
 using WeightedRow = void (*)(const float*, int64_t, const float*, uint8_t*);
@@ -550,19 +530,28 @@ void quantize_row_q5_1_weighted(const float* x, int64_t n, const float* importan
   quantize_offset_blocks<5>(x, n, importance, out);
 }
 void quantize_row_q2_k_weighted(const float* x, int64_t n, const float* importance, uint8_t* out) {
-  quantize_super_blocks<quantize_q2_k_superblock, 84>(x, n, importance, out);
+  const std::vector<float> weights = super_block_weights(x, n, importance, 1.0f);
+  finish_super_blocks<quantize_q2_k_superblock, 84>(x, n, weights.data(),
+                                                    fit_row_with_offset(x, weights.data(), n, 16, 3), out);
 }
 void quantize_row_q3_k_weighted(const float* x, int64_t n, const float* importance, uint8_t* out) {
-  quantize_super_blocks<quantize_q3_k_superblock, 110>(x, n, importance, out);
+  const std::vector<float> weights = super_block_weights(x, n, importance, 2.0f);
+  finish_super_blocks<quantize_q3_k_superblock, 110>(x, n, weights.data(), fit_row_symmetric(x, weights.data(), n, 4),
+                                                     out);
 }
 void quantize_row_q4_k_weighted(const float* x, int64_t n, const float* importance, uint8_t* out) {
-  quantize_super_blocks<quantize_k4_superblock<4>, 144>(x, n, importance, out);
+  const std::vector<float> weights = super_block_weights(x, n, importance, 2.0f);
+  finish_super_blocks<quantize_k4_superblock<4>, 144>(x, n, weights.data(),
+                                                      fit_row_with_offset(x, weights.data(), n, 32, 15), out);
 }
 void quantize_row_q5_k_weighted(const float* x, int64_t n, const float* importance, uint8_t* out) {
-  quantize_super_blocks<quantize_k4_superblock<5>, 176>(x, n, importance, out);
+  const std::vector<float> weights = super_block_weights(x, n, importance, 2.0f);
+  finish_super_blocks<quantize_k4_superblock<5>, 176>(x, n, weights.data(),
+                                                      fit_row_with_offset(x, weights.data(), n, 32, 31), out);
 }
 void quantize_row_q6_k_weighted(const float* x, int64_t n, const float* importance, uint8_t* out) {
-  quantize_super_blocks<quantize_q6_k_superblock, 210>(x, n, importance, out);
+  // Q6_K weighs by importance alone, without the element magnitude.
+  finish_super_blocks<quantize_q6_k_superblock, 210>(x, n, importance, fit_row_symmetric(x, importance, n, 32), out);
 }
 
 bool uses_importance(GgmlType type) { return weighted_encoder(type) != nullptr; }
