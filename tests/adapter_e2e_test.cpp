@@ -261,20 +261,6 @@ INSTANTIATE_TEST_SUITE_P(FineTunes, GgufLora, testing::ValuesIn(lora_cases()),
 
 // ---- --fuse-requantize -------------------------------------------------------------------------------------------
 
-std::string file_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// A GGUF file's tensor table (names, types, shapes, offsets) followed by its data section: what computes.
-std::string tensor_data(const fs::path& path) {
-  const mlx2gguf::GgufFile file = mlx2gguf::GgufFile::read(path);
-  std::string out;
-  for (const auto& t : file.tensors)
-    out += fmt::format("{} {} {} {}\n", t.name, static_cast<int>(t.type), fmt::join(t.ne, "x"), t.offset);
-  return out + file_bytes(path).substr(static_cast<size_t>(file.data_start));
-}
-
 void PrintTo(const Tuned& t, std::ostream* os) { *os << t.label(); }
 
 class FuseRequantize : public testing::TestWithParam<Tuned> {};
@@ -289,7 +275,7 @@ TEST_P(FuseRequantize, EqualsTheConversionOfMlxLmFusesFolder) {
   const fs::path fused = e2e::fused_folder(t.model, t.variant, t.tune, tune_spec(t.model, t.tune));
   convert_ok({"convert", fused.string(), "--name", "tiny", "-o", theirs.string(), "-q"});
   // The tensors byte for byte; the metadata differs only where ours records the merged adapter (general.*).
-  const std::string a = tensor_data(ours), b = tensor_data(theirs);
+  const std::string a = e2e::tensor_table_and_data(ours), b = e2e::tensor_table_and_data(theirs);
   EXPECT_GT(a.size(), 0u);
   EXPECT_TRUE(a == b) << "the tensors differ (" << a.size() << " vs " << b.size() << " bytes)";
   if (t.variant != "bf16") EXPECT_NE(result.output.find("re-quantized as mlx_lm.fuse"), std::string::npos) << result.output;
@@ -328,7 +314,7 @@ TEST(AdapterLocations, CheckpointFilesGiveTheSameFileAsTheirFolder) {
     std::vector<std::string> command = {"convert", base.string(), "-o", gguf.string(), "--outtype", "f16", "-q", "--name", "x"};
     command.insert(command.end(), args.begin(), args.end());
     convert_ok(command);
-    outputs.push_back(tensor_data(gguf));  // general.description names the weights file, the tensors must agree
+    outputs.push_back(e2e::tensor_table_and_data(gguf));  // general.description names the weights file, the tensors must agree
     fs::remove(gguf);
   }
   EXPECT_TRUE(outputs[0] == outputs[1]);

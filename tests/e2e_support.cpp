@@ -1,6 +1,7 @@
 #include "e2e_support.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,9 @@
 #include <regex>
 
 #include "oracle/llama_oracle.h"
+#include "plan/quant_mix.h"
+#include "read/mapped_file.h"
+#include "write/gguf_file.h"
 #include "test_paths.h"
 
 namespace e2e {
@@ -286,6 +290,54 @@ std::vector<int32_t> probe_tokens(int64_t vocab, int count, int32_t first) {
   std::vector<int32_t> tokens{first};
   while (static_cast<int>(tokens.size()) < count) tokens.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab)));
   return tokens;
+}
+
+fs::path converted_once(const fs::path& folder, const std::string& outtype) {
+  const fs::path path = work_dir() / fmt::format("once-{}-{}.gguf", folder.filename().string(), outtype);
+  if (fs::exists(path)) return path;
+  const fs::path temp = fmt::format("{}.{}", path.string(), ::getpid());
+  const CommandResult result = run_mlx2gguf({"convert", folder.string(), "-o", temp.string(), "--outtype", outtype, "-q"});
+  if (result.exit_code != 0) throw std::runtime_error(result.output);
+  fs::rename(temp, path);
+  return path;
+}
+
+void llama_quantize_of(const fs::path& folder, const std::string& outtype, const fs::path& path) {
+  // llama_ftype numbers of the 16-bit types; the others are llama-quantize's mixes.
+  int ftype = outtype == "f16" ? 1 : outtype == "bf16" ? 32 : -1;
+  if (ftype < 0) {
+    const mlx2gguf::QuantMix* mix = mlx2gguf::find_quant_mix(outtype);
+    if (mix == nullptr) throw std::runtime_error("llama-quantize has no type " + outtype);
+    ftype = static_cast<int>(mix->llama_ftype);
+  }
+  oracle::llama_quantize_file(converted_once(folder, "f32").string(), path.string(), ftype);
+}
+
+int64_t TensorBytes::elements() const {
+  int64_t n = 1;
+  for (const int64_t d : ne) n *= d;
+  return n;
+}
+
+std::map<std::string, TensorBytes> tensors_in(const fs::path& gguf) {
+  const auto file = mlx2gguf::GgufFile::read(gguf);
+  const mlx2gguf::MappedFile mapped(gguf);
+  std::map<std::string, TensorBytes> tensors;
+  for (const auto& t : file.tensors) {
+    const uint8_t* data = mapped.bytes().data() + file.data_start + t.offset;
+    tensors[t.name] = {t.type, t.ne, std::vector<uint8_t>(data, data + t.size_bytes())};
+  }
+  return tensors;
+}
+
+std::string tensor_table_and_data(const fs::path& gguf) {
+  const auto file = mlx2gguf::GgufFile::read(gguf);
+  const mlx2gguf::MappedFile mapped(gguf);
+  std::string out;
+  for (const auto& t : file.tensors)
+    out += fmt::format("{} {} {} {}\n", t.name, static_cast<int>(t.type), fmt::join(t.ne, "x"), t.offset);
+  const auto bytes = mapped.bytes();
+  return out.append(reinterpret_cast<const char*>(bytes.data()) + file.data_start, bytes.size() - file.data_start);
 }
 
 }  // namespace e2e

@@ -3,11 +3,13 @@
 // as a user runs it, and the numbers that judge a converted file against the reference forward pass.
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "gen/tiny_adapter.h"
 #include "gen/tiny_model.h"
+#include "gguf/gguf_types.h"
 
 namespace e2e {
 
@@ -84,5 +86,26 @@ double fixture_nmse(const std::vector<float>& got, const NpyArray& oracle);
 
 // A fixed token sequence of `count` ids below `vocab`, starting with `first`.
 std::vector<int32_t> probe_tokens(int64_t vocab, int count, int32_t first);
+
+// Our conversion of `folder` with --outtype `outtype`, made once per build (atomically, as test processes run in
+// parallel) and kept in work_dir().
+std::filesystem::path converted_once(const std::filesystem::path& folder, const std::string& outtype);
+
+// llama.cpp's own file of the same weights: our f32 conversion of `folder` quantized by llama_model_quantize to the
+// llama_ftype of `outtype` (f16, bf16 or a llama-quantize type name), as llama-quantize would. Written to `path`.
+void llama_quantize_of(const std::filesystem::path& folder, const std::string& outtype, const std::filesystem::path& path);
+
+// A tensor of a GGUF file with its data.
+struct TensorBytes {
+  mlx2gguf::GgmlType type;
+  std::vector<int64_t> ne;
+  std::vector<uint8_t> bytes;
+  int64_t elements() const;
+};
+// Every tensor of a GGUF file by name.
+std::map<std::string, TensorBytes> tensors_in(const std::filesystem::path& gguf);
+// A GGUF file's tensor table (names, types, shapes, offsets) followed by its data section: what computes, without
+// the metadata.
+std::string tensor_table_and_data(const std::filesystem::path& gguf);
 
 }  // namespace e2e

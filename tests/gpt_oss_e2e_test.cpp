@@ -163,9 +163,8 @@ TEST_P(GptOssLogits, MatchReferenceForwardPass) {
     EXPECT_LE(error, 1e-4);
   } else if (c.outtype == "q8_0" || c.outtype == "mxfp4_moe") {
     // As close to the source as llama.cpp's own quantization of the same weights (our f32 file) to the same type.
-    const fs::path f32 = convert(folder, "f32", c.layout + "-for-quantize");
     const fs::path theirs = e2e::work_dir() / fmt::format("gptoss-{}-{}-theirs-{}.gguf", c.layout, c.outtype, ::getpid());
-    oracle::llama_quantize_file(f32.string(), theirs.string(), c.outtype == "q8_0" ? 7 : 38);
+    e2e::llama_quantize_of(folder, c.outtype, theirs);
     const double their_error = e2e::nmse(llama_logits(theirs), want);
     std::printf("[ NMSE     ] llama.cpp's own %s of the same weights vs reference = %.3e (ratio %.3f)\n",
                 c.outtype.c_str(), their_error, error / their_error);
@@ -201,7 +200,6 @@ TEST_P(GptOssLogits, MatchReferenceForwardPass) {
       EXPECT_EQ(differing, 0);
     }
     EXPECT_EQ(file.metadata.get("general.file_type")->ints.at(0), c.outtype == "q8_0" ? 7 : 38);
-    fs::remove(f32);
     fs::remove(theirs);
   } else {
     ASSERT_EQ(c.outtype, "auto");

@@ -34,16 +34,6 @@ fs::path imatrix_model_folder(const std::string& model) {
   return e2e::model_folder(model, "bf16");
 }
 
-fs::path f32_file(const fs::path& folder) {
-  const auto path = e2e::work_dir() / fmt::format("imatrix-{}-f32.gguf", folder.filename().string());
-  if (fs::exists(path)) return path;
-  const auto temp = fs::path(path.string() + fmt::format(".{}", ::getpid()));
-  const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "-o", temp.string(), "--outtype", "f32", "-q"});
-  if (result.exit_code != 0) throw std::runtime_error(result.output);
-  fs::rename(temp, path);
-  return path;
-}
-
 struct WrittenMatrix {
   fs::path path;
   std::map<std::string, std::vector<float>> weights;  // what llama-quantize hands llama_model_quantize
@@ -90,21 +80,6 @@ WrittenMatrix write_matrix(const fs::path& model_f32, bool legacy, const fs::pat
   return written;
 }
 
-struct TensorBytes {
-  mlx2gguf::GgmlType type;
-  std::vector<uint8_t> bytes;
-};
-std::map<std::string, TensorBytes> tensors_in(const fs::path& gguf) {
-  const auto file = mlx2gguf::GgufFile::read(gguf);
-  const mlx2gguf::MappedFile mapped(gguf);
-  std::map<std::string, TensorBytes> tensors;
-  for (const auto& t : file.tensors) {
-    const uint8_t* data = mapped.bytes().data() + file.data_start + t.offset;
-    tensors[t.name] = {t.type, std::vector<uint8_t>(data, data + t.size_bytes())};
-  }
-  return tensors;
-}
-
 struct ImatrixCase {
   std::string model, mix, format;
 };
@@ -119,16 +94,16 @@ TEST_P(ImatrixQuantization, EveryTensorMatchesLlamaQuantizeWithTheSameImportance
   const auto folder = imatrix_model_folder(c.model);
   const auto stem = e2e::work_dir() / fmt::format("imatrix-{}-{}-{}-{}", c.model, c.mix, c.format, ::getpid());
   const bool legacy = c.format == "dat";
-  const WrittenMatrix matrix = write_matrix(f32_file(folder), legacy, stem.string() + (legacy ? ".dat" : ".gguf"));
+  const WrittenMatrix matrix = write_matrix(e2e::converted_once(folder, "f32"), legacy, stem.string() + (legacy ? ".dat" : ".gguf"));
   const auto theirs_path = stem.string() + "-theirs.gguf";
   const auto ours_path = stem.string() + "-ours.gguf";
-  oracle::llama_quantize_file_with_imatrix(f32_file(folder).string(), theirs_path, static_cast<int>(mix->llama_ftype),
+  oracle::llama_quantize_file_with_imatrix(e2e::converted_once(folder, "f32").string(), theirs_path, static_cast<int>(mix->llama_ftype),
                                            matrix.weights);
   const auto result = e2e::run_mlx2gguf(
       {"convert", folder.string(), "-o", ours_path, "--outtype", c.mix, "--imatrix", matrix.path.string()});
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto theirs = tensors_in(theirs_path);
-  const auto ours = tensors_in(ours_path);
+  const auto theirs = e2e::tensors_in(theirs_path);
+  const auto ours = e2e::tensors_in(ours_path);
   const auto metadata = mlx2gguf::GgufFile::read(ours_path).metadata;
   fs::remove(theirs_path);
   fs::remove(ours_path);
@@ -146,7 +121,7 @@ TEST_P(ImatrixQuantization, EveryTensorMatchesLlamaQuantizeWithTheSameImportance
   int weighted = 0;
   for (const auto& [name, tensor] : ours) {
     ASSERT_TRUE(theirs.contains(name)) << name;
-    const TensorBytes& their = theirs.at(name);
+    const e2e::TensorBytes& their = theirs.at(name);
     EXPECT_EQ(mlx2gguf::ggml_type_info(tensor.type).name, mlx2gguf::ggml_type_info(their.type).name) << name;
     EXPECT_TRUE(tensor.bytes == their.bytes) << name << " (" << mlx2gguf::ggml_type_info(tensor.type).name
                                              << "): bytes differ";

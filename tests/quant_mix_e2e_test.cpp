@@ -32,33 +32,6 @@ fs::path mix_model_folder(const std::string& model) {
 
 const std::vector<std::string> kMixModels = {"llama", "mistral", "mixtral", "mixtral-8x", "qwen35moe", "qwen36-widths"};
 
-// Our f32 conversion of a model folder, made once per build (atomically, as test processes run in parallel).
-fs::path f32_file(const fs::path& folder) {
-  const auto path = e2e::work_dir() / fmt::format("mix-{}-f32.gguf", folder.filename().string());
-  if (fs::exists(path)) return path;
-  const auto temp = fs::path(path.string() + fmt::format(".{}", ::getpid()));
-  const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "-o", temp.string(), "--outtype", "f32", "-q"});
-  if (result.exit_code != 0) throw std::runtime_error(result.output);
-  fs::rename(temp, path);
-  return path;
-}
-
-// Tensor name → (type, data bytes) of a GGUF file.
-struct TensorBytes {
-  mlx2gguf::GgmlType type;
-  std::vector<uint8_t> bytes;
-};
-std::map<std::string, TensorBytes> tensors_in(const fs::path& gguf) {
-  const auto file = mlx2gguf::GgufFile::read(gguf);
-  const mlx2gguf::MappedFile mapped(gguf);
-  std::map<std::string, TensorBytes> tensors;
-  for (const auto& t : file.tensors) {
-    const uint8_t* data = mapped.bytes().data() + file.data_start + t.offset;
-    tensors[t.name] = {t.type, std::vector<uint8_t>(data, data + t.size_bytes())};
-  }
-  return tensors;
-}
-
 struct MixCase {
   std::string model, mix;
 };
@@ -81,11 +54,11 @@ TEST_P(QuantMixFile, EveryTensorMatchesLlamaQuantizeInTypeAndBytes) {
   const auto folder = mix_model_folder(c.model);
   const auto theirs_path = e2e::work_dir() / fmt::format("mix-{}-{}-theirs.gguf", c.model, c.mix);
   const auto ours_path = e2e::work_dir() / fmt::format("mix-{}-{}-ours.gguf", c.model, c.mix);
-  oracle::llama_quantize_file(f32_file(folder).string(), theirs_path.string(), static_cast<int>(mix->llama_ftype));
+  oracle::llama_quantize_file(e2e::converted_once(folder, "f32").string(), theirs_path.string(), static_cast<int>(mix->llama_ftype));
   const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "-o", ours_path.string(), "--outtype", c.mix, "-q"});
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto theirs = tensors_in(theirs_path);
-  const auto ours = tensors_in(ours_path);
+  const auto theirs = e2e::tensors_in(theirs_path);
+  const auto ours = e2e::tensors_in(ours_path);
   EXPECT_EQ(mlx2gguf::GgufFile::read(ours_path).metadata.get("general.file_type")->ints.at(0), mix->llama_ftype);
   fs::remove(theirs_path);
   fs::remove(ours_path);
@@ -94,7 +67,7 @@ TEST_P(QuantMixFile, EveryTensorMatchesLlamaQuantizeInTypeAndBytes) {
   std::map<std::string, int> per_type;
   for (const auto& [name, tensor] : ours) {
     ASSERT_TRUE(theirs.contains(name)) << name;
-    const TensorBytes& their = theirs.at(name);
+    const e2e::TensorBytes& their = theirs.at(name);
     EXPECT_EQ(mlx2gguf::ggml_type_info(tensor.type).name, mlx2gguf::ggml_type_info(their.type).name) << name;
     EXPECT_TRUE(tensor.bytes == their.bytes) << name << ": bytes differ";
     per_type[mlx2gguf::ggml_type_info(tensor.type).name]++;
@@ -126,7 +99,7 @@ TEST_P(QuantMixLogits, AtLeastAsCloseToTheSourceAsLlamaQuantize) {
   const auto theirs_path = e2e::work_dir() / fmt::format("mixrun-{}-{}-theirs.gguf", folder.filename().string(), c.mix);
   const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "-o", ours_path.string(), "--outtype", c.mix, "-q"});
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  oracle::llama_quantize_file(f32_file(folder).string(), theirs_path.string(), static_cast<int>(mix->llama_ftype));
+  oracle::llama_quantize_file(e2e::converted_once(folder, "f32").string(), theirs_path.string(), static_cast<int>(mix->llama_ftype));
 
   auto ours = oracle::LlamaModel::load(ours_path.string());
   const int64_t vocab = std::min<int64_t>(ours->n_vocab(), 32000);

@@ -23,39 +23,8 @@ namespace {
 namespace fs = std::filesystem;
 using mlx2gguf::GgmlType;
 
-fs::path f32_file(const fs::path& folder) {
-  const auto path = e2e::work_dir() / fmt::format("mix-{}-f32.gguf", folder.filename().string());
-  if (fs::exists(path)) return path;
-  const auto temp = fs::path(path.string() + fmt::format(".{}", ::getpid()));
-  const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "-o", temp.string(), "--outtype", "f32", "-q"});
-  if (result.exit_code != 0) throw std::runtime_error(result.output);
-  fs::rename(temp, path);
-  return path;
-}
-
-struct TensorBytes {
-  GgmlType type;
-  std::vector<int64_t> ne;
-  std::vector<uint8_t> bytes;
-  int64_t elements() const {
-    int64_t n = 1;
-    for (int64_t d : ne) n *= d;
-    return n;
-  }
-};
-std::map<std::string, TensorBytes> tensors_in(const fs::path& gguf) {
-  const auto file = mlx2gguf::GgufFile::read(gguf);
-  const mlx2gguf::MappedFile mapped(gguf);
-  std::map<std::string, TensorBytes> tensors;
-  for (const auto& t : file.tensors) {
-    const uint8_t* data = mapped.bytes().data() + file.data_start + t.offset;
-    tensors[t.name] = {t.type, t.ne, std::vector<uint8_t>(data, data + t.size_bytes())};
-  }
-  return tensors;
-}
-
 // ggml's own decoding of a tensor.
-std::vector<float> decoded(const TensorBytes& t) {
+std::vector<float> decoded(const e2e::TensorBytes& t) {
   return oracle::ggml_dequantize(static_cast<int>(t.type), t.bytes.data(), t.elements());
 }
 
@@ -123,7 +92,7 @@ std::set<std::string> mlx_quantized_tensors(const fs::path& folder, int bits) {
 fs::path theirs_file(const MixCase& c, const fs::path& folder) {
   const auto path = e2e::work_dir() / fmt::format("mlxmix-{}-{}-{}-theirs.gguf", c.model, c.variant, c.mix);
   const mlx2gguf::QuantMix* mix = mlx2gguf::find_quant_mix(c.mix);
-  oracle::llama_quantize_file(f32_file(folder).string(), path.string(), static_cast<int>(mix->llama_ftype));
+  oracle::llama_quantize_file(e2e::converted_once(folder, "f32").string(), path.string(), static_cast<int>(mix->llama_ftype));
   return path;
 }
 
@@ -138,7 +107,7 @@ TEST_P(MlxSourceMixPure, FileIsLlamaQuantizesByteForByte) {
   const auto result =
       e2e::run_mlx2gguf({"convert", folder.string(), "-o", ours_path.string(), "--outtype", c.mix, "--pure", "-q"});
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto ours = tensors_in(ours_path), theirs = tensors_in(theirs_path);
+  const auto ours = e2e::tensors_in(ours_path), theirs = e2e::tensors_in(theirs_path);
   fs::remove(ours_path);
   fs::remove(theirs_path);
   ASSERT_EQ(ours.size(), theirs.size());
@@ -174,7 +143,7 @@ TEST_P(MlxSourceMixTypes, LosslessHomeWhereTheMixAsksForAsManyBitsOrMore) {
   const auto theirs_path = theirs_file(c, folder);
   const auto result = e2e::run_mlx2gguf({"convert", folder.string(), "-o", ours_path.string(), "--outtype", c.mix});
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto ours = tensors_in(ours_path), theirs = tensors_in(theirs_path), exact = tensors_in(f32_file(folder));
+  const auto ours = e2e::tensors_in(ours_path), theirs = e2e::tensors_in(theirs_path), exact = e2e::tensors_in(e2e::converted_once(folder, "f32"));
   const auto quantized = mlx_quantized_tensors(folder, source_bits(c.variant));
   fs::remove(ours_path);
   fs::remove(theirs_path);
@@ -184,7 +153,7 @@ TEST_P(MlxSourceMixTypes, LosslessHomeWhereTheMixAsksForAsManyBitsOrMore) {
   std::map<std::string, int> changes;
   for (const auto& [name, tensor] : ours) {
     ASSERT_TRUE(theirs.contains(name)) << name;
-    const TensorBytes& their = theirs.at(name);
+    const e2e::TensorBytes& their = theirs.at(name);
     const bool quantized_source = quantized.contains(name);
     const GgmlType want = quantized_source ? expected_type(mix, their.type, source_bits(c.variant), tensor.ne.at(0)) : their.type;
     ASSERT_STREQ(name_of(tensor.type), name_of(want)) << name << " (llama-quantize: " << name_of(their.type) << ")";

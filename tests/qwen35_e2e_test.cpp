@@ -81,11 +81,8 @@ TEST_P(Qwen35Logits, MatchReferenceForwardPass) {
   }
   if (c.outtype != "f32") {
     // Also: the file runs exactly like llama.cpp's own conversion of the same f32 weights to the same type.
-    const int ftype = c.outtype == "f16" ? 1 : c.outtype == "bf16" ? 32 : 7;
-    const auto f32 = e2e::work_dir() / fmt::format("qwen-{}-for-llama-quantize-{}.gguf", c.model, c.outtype);
     const auto theirs = e2e::work_dir() / fmt::format("qwen-{}-llama-quantize-{}.gguf", c.model, c.outtype);
-    ASSERT_EQ(e2e::run_mlx2gguf({"convert", folder.string(), "--outfile", f32.string(), "--outtype", "f32", "-q"}).exit_code, 0);
-    oracle::llama_quantize_file(f32.string(), theirs.string(), ftype);
+    e2e::llama_quantize_of(folder, c.outtype, theirs);
     auto ours_model = oracle::LlamaModel::load(gguf.string());
     auto their_model = oracle::LlamaModel::load(theirs.string());
     const auto tokens = tokens_for(*ours_model);
@@ -93,7 +90,6 @@ TEST_P(Qwen35Logits, MatchReferenceForwardPass) {
     std::printf("[ NMSE     ] llama.cpp's own %s of the same weights: ours vs theirs = %.3e\n", c.outtype.c_str(),
                 difference);
     EXPECT_LE(difference, 1e-10);
-    fs::remove(f32);
     fs::remove(theirs);
   }
   fs::remove(gguf);

@@ -151,17 +151,14 @@ TEST_P(Qwen3NextLogits, MatchReferenceForwardPass) {
   }
 
   // The f32 file of the same weights, and llama.cpp's own conversion of it to the same type.
-  const auto f32 = e2e::work_dir() / fmt::format("next-{}-{}-as-f32.gguf", c.model, c.outtype);
-  ASSERT_NO_FATAL_FAILURE(convert(folder, f32, "f32"));
   if (c.outtype == "auto") {
     // MLX-quantized weights moved losslessly, others in the source's 16-bit type: close to the f32 file.
-    const double to_f32 = e2e::nmse(m.logits, llama_logits(f32));
+    const double to_f32 = e2e::nmse(m.logits, llama_logits(e2e::converted_once(folder, "f32")));
     std::printf("[ NMSE     ] qwen3next/%s/auto vs the f32 file of the same weights = %.3e\n", c.model.c_str(), to_f32);
     EXPECT_LE(to_f32, 1e-3);
   } else {
-    const int ftype = c.outtype == "f16" ? 1 : c.outtype == "bf16" ? 32 : 7;
     const auto theirs = e2e::work_dir() / fmt::format("next-{}-{}-llama-quantize.gguf", c.model, c.outtype);
-    oracle::llama_quantize_file(f32.string(), theirs.string(), ftype);
+    e2e::llama_quantize_of(folder, c.outtype, theirs);
     const Measured their = measure(folder, theirs, 0.0);
     const double ours_vs_theirs = e2e::nmse(m.logits, their.logits);
     std::printf("[ NMSE     ] llama.cpp's own %s of our f32 file = %.3e; ours vs theirs = %.3e\n", c.outtype.c_str(),
@@ -173,7 +170,6 @@ TEST_P(Qwen3NextLogits, MatchReferenceForwardPass) {
     EXPECT_LE(ours_vs_theirs, 1e-10);  // the same types and bytes as llama-quantize
     fs::remove(theirs);
   }
-  fs::remove(f32);
   fs::remove(gguf);
 }
 
