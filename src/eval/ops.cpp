@@ -3,6 +3,8 @@
 #include <fmt/ranges.h>
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -58,6 +60,27 @@ double dot(const float* w, const double* x, int64_t n) {
   }
   for (; i < n; ++i) s0 += static_cast<double>(w[i]) * x[i];
   return (s0 + s1) + (s2 + s3);
+}
+
+// Drops the mapped pages holding rows [first, first + count) of `tensor` (codes, scales and biases) out of the
+// resident set once they have been used: they stay in the page cache, but a forward pass reading the whole model
+// would otherwise keep every page it touched resident, as much as the model. Rows are contiguous in every stored
+// tensor but a transposed one, which is released whole. The range is widened to whole pages; a neighbour's page
+// dropped with it is just mapped again on its next read.
+void release_rows(const SourceTensor& tensor, int64_t first, int64_t count) {
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const int64_t rows = tensor.row_count();
+  const bool whole = tensor.weight().shape.size() == 2 && tensor.weight().shape[0] != rows;  // transposed
+  for (const StoredTensor* stored : {&tensor.weight(), tensor.scales(), tensor.biases()}) {
+    if (stored == nullptr || stored->bytes.empty() || rows <= 0) continue;
+    const auto size = static_cast<uintptr_t>(stored->bytes.size());
+    const auto base = reinterpret_cast<uintptr_t>(stored->bytes.data());
+    const uintptr_t from = whole ? 0 : size / static_cast<uintptr_t>(rows) * static_cast<uintptr_t>(first);
+    const uintptr_t to = whole ? size : size / static_cast<uintptr_t>(rows) * static_cast<uintptr_t>(first + count);
+    const uintptr_t begin = (base + from) / page * page;
+    const uintptr_t end = base + std::min(to, size);
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // a hint: failure is harmless
+  }
 }
 
 }  // namespace
@@ -117,6 +140,7 @@ Activations linear(const Activations& x, const SourceTensor& w, const float* bia
       }
     }
   });
+  release_rows(w, first_row, row_count);
   return y;
 }
 
