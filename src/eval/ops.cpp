@@ -75,10 +75,15 @@ void release_rows(const SourceTensor& tensor, int64_t first, int64_t count) {
     if (stored == nullptr || stored->bytes.empty() || rows <= 0) continue;
     const auto size = static_cast<uintptr_t>(stored->bytes.size());
     const auto base = reinterpret_cast<uintptr_t>(stored->bytes.data());
-    const uintptr_t from = whole ? 0 : size / static_cast<uintptr_t>(rows) * static_cast<uintptr_t>(first);
-    const uintptr_t to = whole ? size : size / static_cast<uintptr_t>(rows) * static_cast<uintptr_t>(first + count);
+    // Widened inside the tensor by the kernel's fault-around window (64 KiB: reading one page maps the cached pages
+    // around it), so that the neighbouring rows a read mapped, e.g. of the previous expert, are dropped too.
+    constexpr uintptr_t kFaultAround = 64 * 1024;
+    const uintptr_t row_bytes = size / static_cast<uintptr_t>(rows);
+    const uintptr_t first_byte = row_bytes * static_cast<uintptr_t>(first);
+    const uintptr_t from = whole || first_byte < kFaultAround ? 0 : first_byte - kFaultAround;
+    const uintptr_t to = whole ? size : std::min(size, row_bytes * static_cast<uintptr_t>(first + count) + kFaultAround);
     const uintptr_t begin = (base + from) / page * page;
-    const uintptr_t end = base + std::min(to, size);
+    const uintptr_t end = base + to;
     if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // a hint: failure is harmless
   }
 }
