@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -17,6 +19,8 @@
 #include "eval/reference.h"
 #include "oracle/llama_oracle.h"
 #include "e2e_support.h"
+#include "util/error.h"
+#include "verify/llama_library.h"
 #include "verify/verify.h"
 #include "write/gguf_file.h"
 #include "test_paths.h"
@@ -462,4 +466,145 @@ TEST(VerifyLogits, ANormWithoutItsOffsetShowsInTheLogits) {
   EXPECT_GT(ours, 1e-2);
   EXPECT_NEAR(ours, theirs, 0.05 * theirs);
   fs::remove(gguf);
+}
+
+// ---- finding libllama without --llama-lib ---------------------------------------------------------------------------
+
+namespace find_library {
+
+// Sets an environment variable for the rest of a test (unset when `value` is null), restoring it afterwards.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::optional<std::string>& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) ::setenv(name, value->c_str(), 1);
+    else ::unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (old_) ::setenv(name_, old_->c_str(), 1);
+    else ::unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+fs::path fresh_dir(const std::string& label) {
+  const fs::path dir = e2e::work_dir() / fmt::format("verify-find-{}-{}", label, ::getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+void touch(const fs::path& file, const std::string& text = "") {
+  fs::create_directories(file.parent_path());
+  std::ofstream(file) << text;
+}
+
+void make_program(const fs::path& file) {
+  touch(file, "#!/bin/sh\nexit 0\n");
+  fs::permissions(file, fs::perms::owner_all, fs::perm_options::add);
+}
+
+std::string error_of(const LlamaSearch& search) {
+  try {
+    const FoundLlamaLibrary found = find_llama_library(search);
+    return "found " + found.path.string();
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
+}  // namespace find_library
+
+TEST(VerifyFindLlamaLibrary, TakesTheEnvironmentThenPathProgramsThenSystemFolders) {
+  using namespace find_library;
+  const fs::path root = fresh_dir("order");
+  make_program(root / "brew/bin/llama-server");
+  touch(root / "brew/lib/libllama.dylib");
+  touch(root / "system/libllama.so");
+  touch(root / "chosen/libllama.so");
+  LlamaSearch search{std::nullopt, "/nonexistent:" + (root / "brew/bin").string(), {root / "empty", root / "system"}};
+  FoundLlamaLibrary found = find_llama_library(search);
+  EXPECT_EQ(found.path, root / "brew/lib/libllama.dylib");
+  EXPECT_NE(found.how.find("llama-server on PATH"), std::string::npos) << found.how;
+
+  search.path = "/nonexistent";
+  found = find_llama_library(search);
+  EXPECT_EQ(found.path, root / "system/libllama.so");
+
+  search.env_library = (root / "chosen/libllama.so").string();
+  found = find_llama_library(search);
+  EXPECT_EQ(found.path, root / "chosen/libllama.so");
+  EXPECT_NE(found.how.find("MLX2GGUF_LLAMA_LIB"), std::string::npos) << found.how;
+  fs::remove_all(root);
+}
+
+TEST(VerifyFindLlamaLibrary, NoneFoundListsWhereItLooked) {
+  using namespace find_library;
+  const fs::path root = fresh_dir("none");
+  make_program(root / "bin/llama-cli");
+  const LlamaSearch search{std::nullopt, (root / "bin").string(), {root / "lib-a", root / "lib-b"}};
+  const std::string message = error_of(search);
+  for (const fs::path& dir : {root / "bin", root / "lib", root / "lib-a", root / "lib-b"})
+    EXPECT_NE(message.find(dir.string()), std::string::npos) << dir << " in: " << message;
+  EXPECT_NE(message.find("--llama-lib"), std::string::npos) << message;
+  EXPECT_NE(message.find("libllama.so"), std::string::npos) << message;
+
+  const std::string without_programs = error_of({std::nullopt, "", {root / "lib-a"}});
+  EXPECT_NE(without_programs.find("no llama-cli or llama-server on PATH"), std::string::npos) << without_programs;
+
+  const std::string missing = error_of({(root / "gone.so").string(), "", {}});
+  EXPECT_NE(missing.find("MLX2GGUF_LLAMA_LIB"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("gone.so"), std::string::npos) << missing;
+  fs::remove_all(root);
+}
+
+// A llama.cpp install as a user has it: llama-cli on PATH, libllama in ../lib (a link to the test oracle's prebuilt
+// library, whose ggml libraries sit beside the real file). `verify --logits` must find it, say so, and give the
+// numbers the explicit --llama-lib run gives.
+TEST(VerifyFindLlamaLibrary, LogitsNextToLlamaCliOnPathAgreeWithTheExplicitLibrary) {
+  using namespace find_library;
+  const fs::path root = fresh_dir("install");
+  make_program(root / "bin/llama-cli");
+  fs::create_directories(root / "lib");
+  fs::create_symlink(logits_check::oracle_libllama(), root / "lib/libllama.so");
+
+  const fs::path model = e2e::model_folder("llama", "bf16");
+  const fs::path gguf = convert_to(model, OutType::F32, "find-lib");
+  const nlohmann::json explicit_run = logits_check::verify_json(gguf, model, 0);
+
+  const char* old_path = std::getenv("PATH");
+  const ScopedEnv path("PATH", (root / "bin").string() + ":" + (old_path ? old_path : "/usr/bin:/bin"));
+  const ScopedEnv unset("MLX2GGUF_LLAMA_LIB", std::nullopt);
+  const auto result = e2e::run_mlx2gguf({"verify", gguf.string(), "--source", model.string(), "--logits", "--json"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const std::string used = (root / "lib/libllama.so").string();
+  EXPECT_NE(result.output.find("llama.cpp library " + used + " (next to llama-cli on PATH"), std::string::npos)
+      << result.output;
+  const auto at = result.output.find("{\n");
+  ASSERT_NE(at, std::string::npos) << result.output;
+  const nlohmann::json found_run = nlohmann::json::parse(result.output.substr(at, result.output.rfind('}') - at + 1));
+  EXPECT_EQ(found_run["logits"]["llama_lib"], used);
+
+  const nlohmann::json& a = explicit_run["logits"];
+  const nlohmann::json& b = found_run["logits"];
+  std::printf("[ NMSE     ] verify --logits (libllama next to llama-cli) NMSE %.3e, explicit --llama-lib NMSE %.3e\n",
+              b["nmse"].get<double>(), a["nmse"].get<double>());
+  EXPECT_LE(b["nmse"].get<double>(), 1e-6);
+  EXPECT_EQ(b["nmse"], a["nmse"]);
+  EXPECT_EQ(b["mean_kl"], a["mean_kl"]);
+  EXPECT_EQ(b["top1_agreements"], a["top1_agreements"]);
+  EXPECT_EQ(b["positions"], a["positions"]);
+
+  // --tokens alone asks for the logits check too.
+  const auto tokens = e2e::run_mlx2gguf({"verify", gguf.string(), "--source", model.string(), "--tokens", "4"});
+  EXPECT_EQ(tokens.exit_code, 0) << tokens.output;
+  EXPECT_NE(tokens.output.find("next to llama-cli on PATH"), std::string::npos) << tokens.output;
+  EXPECT_NE(tokens.output.find("top-1 agreement 4/4"), std::string::npos) << tokens.output;
+  fs::remove(gguf);
+  fs::remove_all(root);
 }

@@ -13,6 +13,7 @@
 #include "report/summary.h"
 #include "util/cancel.h"
 #include "util/error.h"
+#include "verify/llama_library.h"
 #include "verify/logits.h"
 #include "verify/verify.h"
 #include "write/gguf_file.h"
@@ -219,7 +220,7 @@ int run_inspect(const std::string& path, bool json, bool full) {
 
 struct VerifyArgs {
   std::string file, source, adapter_path, adapter_file, outtype, llama_lib;
-  bool fuse_requantize = false, json = false;
+  bool fuse_requantize = false, json = false, logits = false;
   int threads = 0, tokens = 16;
 };
 
@@ -239,13 +240,22 @@ int run_verify(const VerifyArgs& args) {
     if (!options.out_type) fail("--outtype '{}' is not one of {}", args.outtype, fmt::join(out_type_names(), ", "));
   }
   options.threads = args.threads;
+  // Found before the tensor check, so that a missing library is reported at once.
+  std::string llama_lib = args.llama_lib;
+  if (args.logits && llama_lib.empty()) {
+    const FoundLlamaLibrary found = find_llama_library(LlamaSearch::from_environment());
+    llama_lib = found.path.string();
+    fmt::print(stderr, "mlx2gguf: llama.cpp library {} ({})\n", llama_lib, found.how);
+  }
   const VerifyReport report = verify_file(options);
   std::optional<LogitsReport> logits;
-  if (!args.llama_lib.empty())
-    logits = verify_logits({args.file, args.source, args.llama_lib, options.adapter, args.tokens});
+  if (!llama_lib.empty()) logits = verify_logits({args.file, args.source, llama_lib, options.adapter, args.tokens});
   if (args.json) {
     nlohmann::json out = report_json(report);
-    if (logits) out["logits"] = logits_report_json(*logits);
+    if (logits) {
+      out["logits"] = logits_report_json(*logits);
+      out["logits"]["llama_lib"] = llama_lib;
+    }
     std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     fmt::print("{}", format_report(report));
@@ -382,11 +392,18 @@ int main(int argc, char** argv) {
                          "libllama.so of a llama.cpp installation: also run --tokens tokens through llama.cpp and "
                          "through mlx2gguf's float32 reference forward pass of the source, and report NMSE, KL "
                          "divergence and top-1 agreement per position (llama.cpp is loaded at run time)");
-  verify_cmd->add_option("--tokens", v.tokens, "Tokens of the logits check")->capture_default_str();
+  verify_cmd->add_flag(
+      "--logits", v.logits,
+      "Run the logits check with the libllama found automatically: $MLX2GGUF_LLAMA_LIB, else next to llama-cli or "
+      "llama-server on PATH (their folder and ../lib), else /opt/homebrew/lib, /usr/local/lib, /usr/lib/<multiarch>, "
+      "/usr/lib64, /usr/lib");
+  auto* tokens_option = verify_cmd->add_option("--tokens", v.tokens, "Tokens of the logits check (implies --logits)")
+                            ->capture_default_str();
   verify_cmd->add_option("--threads,-t", v.threads, "Worker threads (default: all cores)");
   verify_cmd->add_flag("--json", v.json, "Machine-readable JSON report");
 
   CLI11_PARSE(app, argc, argv);
+  if (tokens_option->count() > 0) v.logits = true;
   mlx2gguf::install_cancel_handlers();
   try {
     if (*convert_cmd) return run_convert(c);

@@ -3,8 +3,12 @@
 #include <fmt/ranges.h>
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <map>
+#include <system_error>
 #include <cmath>
 #include <numbers>
 #include <numeric>
@@ -21,12 +25,6 @@ void expect_shape(const SourceTensor& tensor, const std::vector<int64_t>& expect
   if (tensor.shape() != expected)
     fail("tensor '{}' has shape [{}] but the model's config implies [{}]", tensor.name(),
          fmt::join(tensor.shape(), ", "), fmt::join(expected, ", "));
-}
-
-std::vector<float> read_all(const SourceTensor& tensor) {
-  std::vector<float> values(static_cast<size_t>(tensor.element_count()));
-  tensor.read_rows(0, tensor.row_count(), values.data());
-  return values;
 }
 
 Activations embed(const SourceTensor& table, std::span<const int32_t> tokens) {
@@ -60,7 +58,68 @@ double dot(const float* w, const double* x, int64_t n) {
   return (s0 + s1) + (s2 + s3);
 }
 
+// The data ranges of the mapped weight files of the model a ReleaseScope covers: [first tensor byte, last tensor
+// byte) of each file, all inside its mapping.
+thread_local std::vector<std::pair<uintptr_t, uintptr_t>>* release_bounds = nullptr;
+
+// Drops the mapped pages holding rows [first, first + count) of `tensor` (codes, scales and biases) out of the
+// resident set once they have been used: they stay in the page cache, but a forward pass reading the whole model
+// would otherwise keep every page it touched resident, as much as the model. Rows are contiguous in every stored
+// tensor but a transposed one, which is released whole. Reading one page also maps the cached pages around it (the
+// kernel's fault-around, 64 KiB), which may belong to a neighbour: the range is widened by that much, within the
+// tensor, or within its file's data under a ReleaseScope. A neighbour's page dropped with it is just mapped again on
+// its next read.
+void release_rows(const SourceTensor& tensor, int64_t first, int64_t count) {
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  constexpr uintptr_t kFaultAround = 64 * 1024;
+  const int64_t rows = tensor.row_count();
+  const bool whole = tensor.weight().shape.size() == 2 && tensor.weight().shape[0] != rows;  // transposed
+  for (const StoredTensor* stored : {&tensor.weight(), tensor.scales(), tensor.biases()}) {
+    if (stored == nullptr || stored->bytes.empty() || rows <= 0) continue;
+    const auto base = reinterpret_cast<uintptr_t>(stored->bytes.data());
+    const uintptr_t row_bytes = stored->bytes.size() / static_cast<uintptr_t>(rows);
+    uintptr_t low = base, high = base + stored->bytes.size();  // how far the range may widen
+    if (release_bounds != nullptr)
+      for (const auto& [file_begin, file_end] : *release_bounds)
+        if (file_begin <= base && base < file_end) low = file_begin, high = file_end;
+    const uintptr_t from = whole ? base : base + row_bytes * static_cast<uintptr_t>(first);
+    const uintptr_t to = whole ? base + stored->bytes.size() : base + row_bytes * static_cast<uintptr_t>(first + count);
+    const uintptr_t begin = std::max(low, from >= kFaultAround ? from - kFaultAround : 0) / page * page;
+    const uintptr_t end = std::min(high, to + kFaultAround);
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // a hint: failure is harmless
+  }
+}
+
 }  // namespace
+
+ReleaseScope::ReleaseScope(const SourceModel& model) {
+  std::map<std::filesystem::path, std::pair<uintptr_t, uintptr_t>> files;
+  for (const auto& [name, tensor] : model.tensors())
+    for (const StoredTensor* stored : {&tensor.weight(), tensor.scales(), tensor.biases()}) {
+      if (stored == nullptr || stored->bytes.empty()) continue;
+      const auto begin = reinterpret_cast<uintptr_t>(stored->bytes.data());
+      const uintptr_t end = begin + stored->bytes.size();
+      auto [it, added] = files.try_emplace(stored->file, begin, end);
+      if (!added) it->second = {std::min(it->second.first, begin), std::max(it->second.second, end)};
+    }
+  // A span longer than its file would mean two mappings of the same file: such a file is left out.
+  for (const auto& [file, range] : files) {
+    std::error_code error;
+    const uintmax_t size = file.empty() ? 0 : std::filesystem::file_size(file, error);
+    if (!error && range.second - range.first <= size) file_ranges_.push_back(range);
+  }
+  outer_ = release_bounds;
+  release_bounds = &file_ranges_;
+}
+
+ReleaseScope::~ReleaseScope() { release_bounds = outer_; }
+
+std::vector<float> read_all(const SourceTensor& tensor) {
+  std::vector<float> values(static_cast<size_t>(tensor.element_count()));
+  tensor.read_rows(0, tensor.row_count(), values.data());
+  release_rows(tensor, 0, tensor.row_count());
+  return values;
+}
 
 Activations linear(const Activations& x, const SourceTensor& w, const float* bias, int64_t first_row,
                    int64_t row_count) {
@@ -117,6 +176,7 @@ Activations linear(const Activations& x, const SourceTensor& w, const float* bia
       }
     }
   });
+  release_rows(w, first_row, row_count);
   return y;
 }
 

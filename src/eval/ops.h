@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "read/source_model.h"
@@ -32,6 +33,21 @@ class Activations {
 };
 
 // ---- tensors -----------------------------------------------------------------------------------------------
+
+// While alive, on this thread: the weights `linear` and `read_all` have used are dropped from the resident set
+// together with the pages the kernel mapped around them, as far as the data of `model`'s weight files reaches
+// (outside such a scope only the tensor's own pages are dropped). reference_logits holds one for its pass.
+class ReleaseScope {
+ public:
+  explicit ReleaseScope(const SourceModel& model);
+  ~ReleaseScope();
+  ReleaseScope(const ReleaseScope&) = delete;
+  ReleaseScope& operator=(const ReleaseScope&) = delete;
+
+ private:
+  std::vector<std::pair<uintptr_t, uintptr_t>> file_ranges_;
+  std::vector<std::pair<uintptr_t, uintptr_t>>* outer_;
+};
 
 // Fails with a message naming the tensor when its logical shape differs from `expected`.
 void expect_shape(const SourceTensor& tensor, const std::vector<int64_t>& expected);

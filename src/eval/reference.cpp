@@ -48,6 +48,7 @@ std::vector<float> reference_logits(const SourceModel& model, const std::vector<
     fail("the reference forward pass does not implement model_type '{}' (implemented: {})", model_type,
          fmt::join(reference_model_types(), ", "));
   if (tokens.empty()) fail("the reference forward pass needs at least one token");
+  const ref::ReleaseScope release(model);
   if (adapter == nullptr) return forward(model, tokens);
   ref::AdapterScope scope(*adapter);
   std::vector<float> logits = forward(model, tokens);

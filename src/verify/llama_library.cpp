@@ -2,8 +2,12 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <system_error>
+
+#include <fmt/ranges.h>
 
 #include "util/error.h"
 
@@ -81,8 +85,97 @@ void bind(void* handle, const std::filesystem::path& path, const char* name, F& 
 
 }  // namespace
 
-std::unique_ptr<LlamaLibrary> LlamaLibrary::open(const std::filesystem::path& path) {
-  if (!std::filesystem::exists(path)) fail("llama.cpp library '{}' does not exist", path.string());
+// ---- finding libllama -----------------------------------------------------------------------------------------
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kLibraryNames[] = {"libllama.so", "libllama.dylib"};
+constexpr const char* kLlamaPrograms[] = {"llama-cli", "llama-server"};
+
+bool is_file(const fs::path& path) {
+  std::error_code error;
+  return fs::is_regular_file(path, error);  // follows symlinks
+}
+
+// The folders of $PATH holding `program`, in $PATH order.
+std::vector<fs::path> programs_on_path(const std::string& path_variable, const char* program) {
+  std::vector<fs::path> found;
+  size_t begin = 0;
+  while (begin <= path_variable.size()) {
+    size_t end = path_variable.find(':', begin);
+    if (end == std::string::npos) end = path_variable.size();
+    const std::string dir = path_variable.substr(begin, end - begin);
+    if (!dir.empty() && is_file(fs::path(dir) / program)) found.push_back(fs::path(dir) / program);
+    begin = end + 1;
+  }
+  return found;
+}
+
+struct Place {
+  fs::path dir;
+  std::string how;
+};
+
+void add_program_places(const fs::path& program, std::vector<Place>& places) {
+  const std::string how = fmt::format("next to {} on PATH ({})", program.filename().string(), program.string());
+  std::vector<fs::path> bins = {program.parent_path()};
+  std::error_code error;
+  const fs::path real = fs::canonical(program, error);
+  if (!error && real.parent_path() != program.parent_path()) bins.push_back(real.parent_path());
+  for (const fs::path& bin : bins) {
+    places.push_back({bin, how});
+    places.push_back({(bin / ".." / "lib").lexically_normal(), how});
+  }
+}
+
+}  // namespace
+
+LlamaSearch LlamaSearch::from_environment() {
+  LlamaSearch search;
+  if (const char* env = std::getenv("MLX2GGUF_LLAMA_LIB"); env != nullptr && *env != '\0') search.env_library = env;
+  if (const char* path = std::getenv("PATH")) search.path = path;
+  search.system_dirs = {"/opt/homebrew/lib", "/usr/local/lib"};
+#if defined(__linux__) && defined(__x86_64__)
+  search.system_dirs.emplace_back("/usr/lib/x86_64-linux-gnu");
+#elif defined(__linux__) && defined(__aarch64__)
+  search.system_dirs.emplace_back("/usr/lib/aarch64-linux-gnu");
+#endif
+  search.system_dirs.emplace_back("/usr/lib64");
+  search.system_dirs.emplace_back("/usr/lib");
+  return search;
+}
+
+FoundLlamaLibrary find_llama_library(const LlamaSearch& search) {
+  if (search.env_library) {
+    if (!is_file(*search.env_library))
+      fail("MLX2GGUF_LLAMA_LIB names '{}', which is not a file", *search.env_library);
+    return {*search.env_library, "from MLX2GGUF_LLAMA_LIB"};
+  }
+  std::vector<Place> places;
+  for (const char* program : kLlamaPrograms)
+    for (const fs::path& found : programs_on_path(search.path, program)) add_program_places(found, places);
+  for (const fs::path& dir : search.system_dirs) places.push_back({dir, "in " + dir.string()});
+  std::vector<std::string> looked;
+  for (const Place& place : places) {
+    for (const char* name : kLibraryNames)
+      if (is_file(place.dir / name)) return {place.dir / name, place.how};
+    looked.push_back(place.dir.string());
+  }
+  const bool programs_found = places.size() > search.system_dirs.size();
+  fail("no llama.cpp library found for the logits check: pass --llama-lib PATH or set MLX2GGUF_LLAMA_LIB to the "
+       "libllama of a llama.cpp installation. Looked for {} in: {}{}",
+       fmt::join(kLibraryNames, " and "), fmt::join(looked, ", "),
+       programs_found ? "" : fmt::format(" (no {} on PATH)", fmt::join(kLlamaPrograms, " or ")));
+}
+
+// ---- loading it ------------------------------------------------------------------------------------------------
+
+std::unique_ptr<LlamaLibrary> LlamaLibrary::open(const std::filesystem::path& given) {
+  if (!std::filesystem::exists(given)) fail("llama.cpp library '{}' does not exist", given.string());
+  // The real file: its folder is where the ggml libraries it needs ($ORIGIN) and the CPU backends are.
+  const std::filesystem::path path = std::filesystem::canonical(given);
   std::unique_ptr<LlamaLibrary> library(new LlamaLibrary());
   library->handle_ = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (library->handle_ == nullptr) fail("cannot load llama.cpp library '{}': {}", path.string(), ::dlerror());

@@ -28,18 +28,20 @@ LogitsReport verify_logits(const LogitsOptions& options) {
   const GgufFile file = GgufFile::read(options.gguf);
   SourceModel model = SourceModel::open(options.model_dir);
   std::unique_ptr<Adapter> adapter;
+  const Adapter* unfused = nullptr;
   if (options.adapter) {
     adapter = Adapter::open(*options.adapter, model);
-    // A full fine-tune replaces tensors; LoRA and DoRA run unfused, as mlx-lm's modules compute them.
-    if (adapter->type() == FineTuneType::Full) {
+    // A full fine-tune replaces tensors (which stay in the adapter, so it lives on); LoRA and DoRA run unfused, as
+    // mlx-lm's modules compute them.
+    if (adapter->type() == FineTuneType::Full)
       model.apply_adapter(*adapter, MergeRule::Float32);
-      adapter.reset();
-    }
+    else
+      unfused = adapter.get();
   }
   const auto [vocab, first] = vocabulary_of(file, model);
   const std::vector<int32_t> tokens = verify_tokens(vocab, options.tokens, first);
 
-  const std::vector<float> reference = reference_logits(model, tokens, adapter.get());
+  const std::vector<float> reference = reference_logits(model, tokens, unfused);
   const int64_t reference_vocab = static_cast<int64_t>(reference.size() / tokens.size());
   int64_t llama_vocab = 0;
   const std::vector<float> llama = LlamaLibrary::open(options.llama_lib)->logits(options.gguf, tokens, llama_vocab);
