@@ -294,6 +294,37 @@ TEST(VerifyCorrupted, AnUndoneVHeadOrderIsNamed) {
   fs::remove(gguf);
 }
 
+// Files made by other tools from the same source. llama-quantize's file of the same weights passes: it holds what
+// its types allow (its metadata differs and is only reported).
+TEST(VerifyOtherTools, LlamaQuantizeOfTheSameWeightsPasses) {
+  const fs::path model = e2e::model_folder("mistral", "bf16");
+  const fs::path gguf = output("llama-quantize-q4_k_m");
+  e2e::llama_quantize_of(model, "q4_k_m", gguf);
+  const VerifyReport report = verify(gguf, model);
+  EXPECT_TRUE(report.passed()) << format_report(report);
+  EXPECT_TRUE(report.missing.empty() && report.extra.empty() && report.layout_differences.empty());
+  EXPECT_EQ(report.out_type, "q4_k_m");
+  fs::remove(gguf);
+}
+
+// What llama.cpp's converter makes of an MLX Qwen3.5 folder: +1 on every norm but the linear attention's, although
+// mlx-lm's sanitize already stored 1 + w. The file loads and runs; verify names every doubled norm and only those.
+TEST(VerifyOtherTools, Qwen35NormsOffsetASecondTimeAreEachNamed) {
+  const fs::path model = e2e::model_folder("qwen35moe", "bf16");
+  const fs::path gguf = convert_to(model, OutType::F32, "double-offset");
+  std::set<std::string> doubled;
+  for (const auto& t : GgufFile::read(gguf).tensors)
+    if (t.name.ends_with("norm.weight") && !t.name.ends_with("ssm_norm.weight")) doubled.insert(t.name);
+  ASSERT_GE(doubled.size(), 5u);
+  for (const std::string& name : doubled)
+    edit_f32(gguf, name, [](std::vector<float>& v) {
+      for (float& x : v) x += 1.0f;
+    });
+  const VerifyReport report = verify(gguf, model);
+  EXPECT_EQ(failing(report), doubled) << format_report(report);
+  fs::remove(gguf);
+}
+
 TEST(VerifyCorrupted, AWrongAdapterScaleNamesEveryMergedTensor) {
   const fs::path model = e2e::model_folder("llama", "bf16");
   gen::TinyAdapterSpec spec = adapter_spec("lora");
