@@ -126,8 +126,10 @@ std::vector<float> tensor_floats(const GgufFile& gguf, const MappedFile& mapped,
     fail("importance matrix '{}': tensor '{}' is {}, llama-imatrix writes F32", matrix.path.string(), tensor.name,
          ggml_type_info(tensor.type).name);
   std::vector<float> values(static_cast<size_t>(tensor.element_count()));
-  // GgufFile::read checked that every tensor lies within the file.
-  std::memcpy(values.data(), mapped.bytes().data() + gguf.data_start + tensor.offset, values.size() * 4);
+  // GgufFile::read checked that every tensor lies within the file. An empty tensor has no data to copy (and an empty
+  // vector no buffer to copy into).
+  if (!values.empty())
+    std::memcpy(values.data(), mapped.bytes().data() + gguf.data_start + tensor.offset, values.size() * 4);
   return values;
 }
 
