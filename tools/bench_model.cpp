@@ -20,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include "model_size.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -83,14 +85,8 @@ Measurement run(const std::vector<std::string>& argv) {
 
 Measurement run_shell(const std::string& command) { return run({"/bin/sh", "-c", command}); }
 
-uint64_t safetensors_bytes(const fs::path& dir) {
-  uint64_t total = 0;
-  for (const auto& entry : fs::directory_iterator(dir))
-    if (entry.path().extension() == ".safetensors") total += entry.file_size();
-  return total;
-}
-
-constexpr double kMiB = 1024.0 * 1024.0;
+using mlx2gguf::tools::kMiB;
+using mlx2gguf::tools::safetensors_bytes;
 
 void print_row(const std::string& what, const Measurement& m, double input_mib, double cat_file, double cat_null,
                const std::string& output) {

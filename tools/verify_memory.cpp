@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "eval/reference.h"
+#include "model_size.h"
 #include "read/source_model.h"
 #include "verify/llama_library.h"
 #include "verify/logits_compare.h"
@@ -76,14 +77,8 @@ Status measure(const std::function<void()>& work) {
   return peak;
 }
 
-uint64_t safetensors_bytes(const fs::path& dir) {
-  uint64_t total = 0;
-  for (const auto& entry : fs::directory_iterator(dir))
-    if (entry.path().extension() == ".safetensors") total += entry.file_size();
-  return total;
-}
-
-constexpr double kMiB = 1024.0 * 1024.0;
+using mlx2gguf::tools::kMiB;
+using mlx2gguf::tools::safetensors_bytes;
 
 void print_row(const std::string& what, const Status& before, const Status& peak) {
   fmt::print("  {:<28} {:>9.0f} {:>9.0f} {:>9.0f} {:>9.0f}\n", what, peak.anon_kib / 1024.0,
