@@ -7,4 +7,5 @@ set(CMAKE_CXX_COMPILER aarch64-linux-gnu-g++)
 # Multiarch: arm64 libraries live in /usr/lib/aarch64-linux-gnu, architecture-independent headers in /usr/include.
 set(CMAKE_LIBRARY_ARCHITECTURE aarch64-linux-gnu)
 set(CMAKE_IGNORE_PATH /usr/lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu/cmake)
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu)
+# The arm64 multiarch loader and libc (one glibc build), not the cross toolchain's older copies in /usr/aarch64-linux-gnu.
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /)

@@ -41,4 +41,8 @@ file build-arm64/mlx2gguf_portable_tests | grep -q 'ARM aarch64' || { echo "not 
 echo "== tests left out on arm64 (they need the x86-64 llama.cpp oracle):"
 cat build-arm64/oracle-tests.txt
 echo "== running the portable tests under qemu-aarch64"
-qemu-aarch64 -L /usr/aarch64-linux-gnu build-arm64/mlx2gguf_portable_tests "$@"
+# The loader and libc must come from the same glibc build: -L / takes both from the arm64 multiarch packages (the
+# ones the binary was linked against through libfmt/libtbb). The cross toolchain's own copies in
+# /usr/aarch64-linux-gnu are an older build of glibc; its loader with the multiarch libc hangs in the first
+# pthread_create.
+qemu-aarch64 -L / build-arm64/mlx2gguf_portable_tests "$@"
