@@ -1,6 +1,7 @@
 #include "encode/mlx_aware_k_quants.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -17,11 +18,40 @@ constexpr int kSubBlocks = 8;
 constexpr int kSubBlock = kSuperBlock / kSubBlocks;
 constexpr int kMaxScaleCode = 63;  // 6-bit sc and m
 
+// Round to nearest, ties to even, for |v| < 2^22 (the magic constant 1.5·2^23 leaves no fraction bits); written
+// without a rounding instruction so that loops over it vectorise on any x86-64 or arm64 baseline. NaN stays NaN.
+inline float rounded(float v) {
+  constexpr float kMagic = 12582912.0f;
+  return (v + kMagic) - kMagic;
+}
+
 float rounded_to_f16(float v) { return f16_to_f32(f32_to_f16(v)); }
 
+// The same as rounded_to_f16 for finite |v| < 65520 (what fp16 holds without overflowing), written without
+// branches so that loops over it vectorise: normal results round the float's mantissa to 10 bits (ties to even,
+// a carry moves into the exponent); subnormal ones round to a multiple of 2^-24.
+inline float rounded_to_f16_in_range(float v) {
+  const uint32_t bits = std::bit_cast<uint32_t>(v);
+  const uint32_t sign = bits & 0x80000000u, magnitude = bits & 0x7fffffffu;
+  const uint32_t normal = (magnitude + 0xfffu + ((magnitude >> 13) & 1u)) & ~0x1fffu;
+  const float subnormal = rounded(std::fabs(v) * 0x1p24f) * 0x1p-24f;
+  const uint32_t result = magnitude >= 0x38800000u ? normal : std::bit_cast<uint32_t>(subnormal);
+  return std::bit_cast<float>(result | sign);
+}
+
+// rounded_to_f16 of n values: the branch-free form for all, then the exact one where it does not apply.
+void round_to_f16(const float* in, float* out, int n) {
+  for (int i = 0; i < n; ++i) out[i] = rounded_to_f16_in_range(in[i]);
+  for (int i = 0; i < n; ++i)
+    if (!(std::fabs(in[i]) < 65504.0f)) out[i] = rounded_to_f16(in[i]);  // 65504 and above, inf, NaN
+}
+
+// round(v) (halves away from zero) clamped to 0..hi; NaN and negative values give 0.
 int nearest_code(float v, int hi) {
-  if (!(v > 0)) return 0;  // also NaN
-  return std::min(hi, static_cast<int>(std::lround(v)));
+  const float positive = v > 0 ? v : 0.0f;
+  const float limited = positive < static_cast<float>(hi) ? positive : static_cast<float>(hi);
+  const int whole = static_cast<int>(limited);
+  return whole + (limited - static_cast<float>(whole) >= 0.5f ? 1 : 0);
 }
 
 // An MLX group's values as offset + step·code with integer codes 0..span.
@@ -44,12 +74,12 @@ Lattice infer_lattice(const float* x, int n, int levels) {
   const float tolerance = 1e-3f;
   for (int span = levels; span >= 1; --span) {
     const float step = (*hi - *lo) / static_cast<float>(span);
-    bool fits = true;
-    for (int i = 0; i < n && fits; ++i) {
+    int off_lattice = 0;  // counted over the whole group (no early exit) so that the loop vectorises
+    for (int i = 0; i < n; ++i) {
       const float r = (x[i] - *lo) / step;
-      fits = std::fabs(r - std::nearbyint(r)) <= tolerance;
+      off_lattice += std::fabs(r - rounded(r)) > tolerance ? 1 : 0;
     }
-    if (fits) return {*lo, step, span, true};
+    if (off_lattice == 0) return {*lo, step, span, true};
   }
   return lattice;
 }
@@ -103,43 +133,74 @@ int clamped_code(float v, int lo, int hi) {
   return static_cast<int>(std::clamp(std::nearbyint(v), static_cast<float>(lo), static_cast<float>(hi)));
 }
 
-// One fp16 factor and integer codes in [lo, hi] for `count` targets: the factor f minimising
+// rounded(v) clamped to [lo, hi] first; NaN becomes lo.
+inline float clamped_rounded(float v, float lo, float hi) {
+  const float raised = lo < v ? v : lo;
+  return rounded(raised < hi ? raised : hi);
+}
+
+// Weighted squared errors, and least-squares refits Σw·t·c / Σw·c², of `Count` targets coded with each of
+// `kLanes` factors: code = round(target / factor) clamped to [lo, hi]. Lanes are independent (one factor each),
+// so the loops vectorise without reordering any sum.
+constexpr int kLanes = 56;  // the 49 candidates below, rounded up to a multiple of 8 lanes
+
+template <int Count>
+void evaluate_factors(const float* targets, const float* weights, float lo, float hi, const float* factors,
+                      float* errors, float* refits) {
+  // Local copies: the compiler can keep them in registers without checking the caller's arrays for overlap.
+  float factor[kLanes], inverse[kLanes], error[kLanes] = {}, sum_tc[kLanes] = {}, sum_cc[kLanes] = {};
+  for (int i = 0; i < kLanes; ++i) {
+    factor[i] = factors[i];
+    inverse[i] = 1.0f / factors[i];
+  }
+  for (int j = 0; j < Count; ++j) {
+    const float t = targets[j], w = weights[j];
+    for (int i = 0; i < kLanes; ++i) {
+      const float code = clamped_rounded(t * inverse[i], lo, hi);
+      const float diff = factor[i] * code - t;
+      error[i] += w * diff * diff;
+      sum_tc[i] += w * t * code;
+      sum_cc[i] += w * code * code;
+    }
+  }
+  for (int i = 0; i < kLanes; ++i) {
+    errors[i] = error[i];
+    refits[i] = sum_cc[i] > 0 ? sum_tc[i] / sum_cc[i] : 0.0f;
+  }
+}
+
+bool usable_factor(float factor) { return factor > 0 && std::isfinite(factor); }
+
+// One fp16 factor and integer codes in [lo, hi] for `Count` targets: the factor f minimising
 // Σ weight·(f·code - target)² with code = round(target / f), over factors that give the target of largest
-// magnitude a code of (top - 12)..top, each also refitted by least squares. Returns the factor (as stored).
-float fit_factor(const float* targets, const double* weights, int count, int lo, int hi, int* codes) {
+// magnitude a code of (top - 12)..top in quarter steps, each also refitted by least squares (candidates in that
+// order, the first of equal errors kept). Returns the factor (as stored).
+template <int Count>
+float fit_factor(const float* targets, const float* weights, int lo, int hi, int* codes) {
   float largest = 0;
-  for (int j = 0; j < count; ++j) largest = std::max(largest, std::fabs(targets[j]));
-  std::fill(codes, codes + count, 0);
+  for (int j = 0; j < Count; ++j) largest = std::max(largest, std::fabs(targets[j]));
+  std::fill(codes, codes + Count, 0);
   if (!(largest > 0) || !std::isfinite(largest)) return 0;
   const float top = static_cast<float>(std::max(hi, -lo));
-  double best_error = INFINITY;
-  float best = 0;
-  int candidate[16];
-  // Codes for `factor` and their weighted error; Σw·t·c and Σw·c² for the least-squares refit.
-  auto evaluate = [&](float factor, double& sum_tc, double& sum_cc) {
-    double error = 0;
-    sum_tc = sum_cc = 0;
-    for (int j = 0; j < count; ++j) {
-      candidate[j] = clamped_code(targets[j] / factor, lo, hi);
-      const double diff = static_cast<double>(factor) * candidate[j] - targets[j];
-      error += weights[j] * diff * diff;
-      sum_tc += weights[j] * targets[j] * candidate[j];
-      sum_cc += weights[j] * candidate[j] * candidate[j];
-    }
-    if (error < best_error) {
-      best_error = error;
-      best = factor;
-      std::copy(candidate, candidate + count, codes);
-    }
-  };
-  for (int i = 0; i <= 48; ++i) {
-    double sum_tc, sum_cc;
-    const float factor = rounded_to_f16(largest / (top - 0.25f * static_cast<float>(i)));
-    if (!(factor > 0) || !std::isfinite(factor)) continue;
-    evaluate(factor, sum_tc, sum_cc);
-    const float refit = sum_cc > 0 ? rounded_to_f16(static_cast<float>(sum_tc / sum_cc)) : 0.0f;
-    if (refit > 0 && std::isfinite(refit)) evaluate(refit, sum_tc, sum_cc);
+  const float lo_code = static_cast<float>(lo), hi_code = static_cast<float>(hi);
+  constexpr int kCandidates = 49;
+  float unrounded[kLanes], factors[kLanes], refits[kLanes], errors[kLanes], refit_errors[kLanes], unused[kLanes];
+  for (int i = 0; i < kLanes; ++i)
+    unrounded[i] = i < kCandidates ? largest / (top - 0.25f * static_cast<float>(i)) : 1.0f;
+  round_to_f16(unrounded, factors, kLanes);
+  evaluate_factors<Count>(targets, weights, lo_code, hi_code, factors, errors, refits);
+  std::copy(refits, refits + kLanes, unrounded);
+  round_to_f16(unrounded, refits, kLanes);
+  evaluate_factors<Count>(targets, weights, lo_code, hi_code, refits, refit_errors, unused);
+  float best_error = INFINITY, best = 0;
+  for (int i = 0; i < kCandidates; ++i) {
+    if (!usable_factor(factors[i])) continue;
+    if (errors[i] < best_error) best_error = errors[i], best = factors[i];
+    if (usable_factor(refits[i]) && refit_errors[i] < best_error) best_error = refit_errors[i], best = refits[i];
   }
+  if (best == 0) return 0;
+  const float inverse = 1.0f / best;
+  for (int j = 0; j < Count; ++j) codes[j] = static_cast<int>(clamped_rounded(targets[j] * inverse, lo_code, hi_code));
   return best;
 }
 
@@ -153,22 +214,24 @@ struct Header {
 Header fit_header(const SubBlockTarget* targets) {
   Header h;
   float steps[kSubBlocks], mins[kSubBlocks];
-  double step_weights[kSubBlocks], min_weights[kSubBlocks];
+  float step_weights[kSubBlocks], min_weights[kSubBlocks];
   for (int j = 0; j < kSubBlocks; ++j) {
     steps[j] = targets[j].step;
-    step_weights[j] = std::max(targets[j].sum_codes2, 1e-6);
+    step_weights[j] = static_cast<float>(std::max(targets[j].sum_codes2, 1e-6));
     min_weights[j] = kSubBlock;
   }
   int codes[kSubBlocks];
   for (int round = 0; round < 3; ++round) {
-    h.d = fit_factor(steps, step_weights, kSubBlocks, 0, kMaxScaleCode, codes);
+    float round_steps[kSubBlocks];
+    std::copy(steps, steps + kSubBlocks, round_steps);
+    h.d = fit_factor<kSubBlocks>(steps, step_weights, 0, kMaxScaleCode, codes);
     std::copy(codes, codes + kSubBlocks, h.scale_codes);
     // Given the stored step's error e, the sub-block's error is least with min' = min + e·mean(code).
     for (int j = 0; j < kSubBlocks; ++j) {
       const double step_error = static_cast<double>(h.d) * h.scale_codes[j] - targets[j].step;
       mins[j] = std::max(0.0f, static_cast<float>(targets[j].min + step_error * targets[j].sum_codes / kSubBlock));
     }
-    h.dmin = fit_factor(mins, min_weights, kSubBlocks, 0, kMaxScaleCode, codes);
+    h.dmin = fit_factor<kSubBlocks>(mins, min_weights, 0, kMaxScaleCode, codes);
     std::copy(codes, codes + kSubBlocks, h.min_codes);
     // Given the stored min's error, the best step is step + error·Σcode / Σcode².
     for (int j = 0; j < kSubBlocks; ++j) {
@@ -177,6 +240,8 @@ Header fit_header(const SubBlockTarget* targets) {
                      ? std::max(0.0f, static_cast<float>(targets[j].step + min_error * targets[j].sum_codes / targets[j].sum_codes2))
                      : targets[j].step;
     }
+    // The same steps again would give the same header.
+    if (std::equal(steps, steps + kSubBlocks, round_steps)) break;
   }
   return h;
 }
@@ -266,8 +331,7 @@ void encode_super_block(const KFormat& format, const QuantSpec& spec, const floa
   float ours[kSuperBlock];
   const double our_error = final_codes(x, header, format.nmax, codes, ours);
 
-  // ggml's encoding of the same values, kept when it decodes closer (e.g. values that are no MLX lattice).
-  format.reference_encode(x, kSuperBlock, out);
+  // `out` holds ggml's encoding of the same values, kept when it decodes closer (e.g. values off any MLX lattice).
   float theirs[kSuperBlock];
   format.reference_decode(out, kSuperBlock, theirs);
   if (our_error < squared_error(theirs, x, kSuperBlock)) format.pack(header, codes, out);
@@ -332,7 +396,7 @@ void pack_q3_k(float d, const int* scale_codes, const uint8_t* codes, uint8_t* o
 void encode_q3_k_super_block(const QuantSpec& spec, const float* x, uint8_t* out) {
   const int group = static_cast<int>(spec.group_size);
   float steps[kQ3SubBlocks];
-  double weights[kQ3SubBlocks];
+  float weights[kQ3SubBlocks];
   for (int g = 0; g < kSuperBlock / group; ++g) {
     const Lattice lattice = infer_lattice(x + g * group, group, (1 << spec.bits) - 1);
     for (int j = g * group / kQ3SubBlock; j < (g + 1) * group / kQ3SubBlock; ++j) {
@@ -343,11 +407,11 @@ void encode_q3_k_super_block(const QuantSpec& spec, const float* x, uint8_t* out
         const int code = clamped_code(xs[i] / steps[j], -4, 3);
         sum += code * code;
       }
-      weights[j] = std::max(sum, 1e-6);
+      weights[j] = static_cast<float>(std::max(sum, 1e-6));
     }
   }
   int scale_codes[kQ3SubBlocks];
-  const float d = fit_factor(steps, weights, kQ3SubBlocks, -32, 31, scale_codes);
+  const float d = fit_factor<kQ3SubBlocks>(steps, weights, -32, 31, scale_codes);
   uint8_t codes[kSuperBlock];
   double our_error = 0;
   for (int j = 0; j < kQ3SubBlocks; ++j) {
@@ -360,7 +424,7 @@ void encode_q3_k_super_block(const QuantSpec& spec, const float* x, uint8_t* out
       our_error += diff * diff;
     }
   }
-  quantize_row_q3_k(x, kSuperBlock, out);
+  // `out` holds ggml's encoding, kept when it decodes closer.
   float theirs[kSuperBlock];
   dequantize_row_q3_k(out, kSuperBlock, theirs);
   if (our_error < squared_error(theirs, x, kSuperBlock)) pack_q3_k(d, scale_codes, codes, out);
@@ -382,11 +446,15 @@ void encode_rows_mlx_aware(GgmlType type, const QuantSpec& spec, const float* in
   if (!has_mlx_aware_encoding(type, spec) || row_length % kSuperBlock != 0)
     fail("internal error: no MLX-aware {} encoding for rows of {}", ggml_type_info(type).name, row_length);
   const int64_t blocks = rows * (row_length / kSuperBlock);
+  // ggml's encoding of every super-block first (its search kernels are fastest over many blocks); each super-block
+  // then keeps it or takes the MLX-aware encoding, whichever decodes closer to the input.
   if (type == GgmlType::Q3_K) {
+    quantize_row_q3_k(in, blocks * kSuperBlock, out);
     for (int64_t b = 0; b < blocks; ++b) encode_q3_k_super_block(spec, in + b * kSuperBlock, out + b * kQ3KBlockBytes);
     return;
   }
   const KFormat format = format_of(type);
+  format.reference_encode(in, blocks * kSuperBlock, out);
   for (int64_t b = 0; b < blocks; ++b) encode_super_block(format, spec, in + b * kSuperBlock, out + b * format.block_bytes);
 }
 

@@ -21,8 +21,8 @@ inline float f16_to_f32(uint16_t h) {
   uint32_t mantissa = h & 0x3ff;
   if (exponent == 0) {
     if (mantissa == 0) return std::bit_cast<float>(sign);
-    // subnormal: value = mantissa * 2^-24
-    float value = std::ldexp(static_cast<float>(mantissa), -24);
+    // subnormal: value = mantissa * 2^-24 (exact in float)
+    const float value = static_cast<float>(mantissa) * 0x1p-24f;
     return sign ? -value : value;
   }
   if (exponent == 31) return std::bit_cast<float>(sign | 0x7f800000 | (mantissa << 13));
