@@ -343,10 +343,58 @@ void encode_super_block(const KFormat& format, const QuantSpec& spec, const floa
 // whose codes counted from the zero code lie in -4..3 (or in -3..4, with a negative scale) is exact with d·sc = ±s.
 // Stored scale and bias are each rounded to bf16/f16, so zero sits up to about 1% of a step off the lattice; up to
 // 5% is accepted (an error far below any re-rounding).
-// Other sub-blocks aim at the largest magnitude mapping to code -4, as ggml's starting point does.
+// Other sub-blocks aim at the step of least squared error (ggml's starting point, the largest magnitude at code
+// -4, among the candidates). Once d is stored, each sc is chosen again among its neighbours for the sub-block's
+// least error.
 
 constexpr int kQ3SubBlocks = 16;
 constexpr int kQ3SubBlock = kSuperBlock / kQ3SubBlocks;
+
+// Squared error of a Q3_K sub-block coded with `step` (codes -4..3), and the least-squares step for those codes.
+double q3_k_error(const float* x, float step, float* refit) {
+  double error = 0, sum_xc = 0, sum_cc = 0;
+  for (int i = 0; i < kQ3SubBlock; ++i) {
+    const int code = step != 0 ? clamped_code(x[i] / step, -4, 3) : 0;
+    const double diff = static_cast<double>(step) * code - x[i];
+    error += diff * diff;
+    sum_xc += static_cast<double>(x[i]) * code;
+    sum_cc += static_cast<double>(code) * code;
+  }
+  *refit = sum_cc > 0 ? static_cast<float>(sum_xc / sum_cc) : 0.0f;
+  return error;
+}
+
+// A sub-block that is not exact on its group's lattice (its codes around zero need more than 8 values): the step
+// of least squared error among steps that give the largest magnitude a code of ±1..±4.5 in eighths (clipping
+// the extreme code when that costs less), the lattice step and twice it, each also refitted by least squares.
+// ggml's choice (the largest magnitude at code -4) is the first candidate.
+float q3_k_least_error_step(const float* x, const Lattice& lattice) {
+  float largest = 0;
+  for (int i = 0; i < kQ3SubBlock; ++i)
+    if (std::fabs(x[i]) > std::fabs(largest)) largest = x[i];
+  if (largest == 0 || !std::isfinite(largest)) return largest / -4.0f;
+  float best_step = largest / -4.0f, refit = 0;
+  double best_error = q3_k_error(x, best_step, &refit);
+  auto consider = [&](float step) {
+    for (int attempt = 0; attempt < 2 && step != 0 && std::isfinite(step); ++attempt) {
+      const double error = q3_k_error(x, step, &refit);
+      if (error < best_error) best_error = error, best_step = step;
+      step = refit;
+    }
+  };
+  const float magnitude = std::fabs(largest);
+  for (int i = 0; i <= 28; ++i) {
+    const float step = magnitude / (4.5f - 0.125f * static_cast<float>(i));
+    consider(step);
+    consider(-step);
+  }
+  if (lattice.exact)
+    for (float step : {lattice.step, 2 * lattice.step}) {
+      consider(step);
+      consider(-step);
+    }
+  return best_step;
+}
 
 float q3_k_target_step(const float* x, const Lattice& lattice) {
   if (lattice.exact && lattice.step > 0) {
@@ -362,10 +410,7 @@ float q3_k_target_step(const float* x, const Lattice& lattice) {
       if (lo >= -3 && hi <= 4) return -lattice.step;
     }
   }
-  float largest = 0;
-  for (int i = 0; i < kQ3SubBlock; ++i)
-    if (std::fabs(x[i]) > std::fabs(largest)) largest = x[i];
-  return largest / -4.0f;
+  return q3_k_least_error_step(x, lattice);
 }
 
 void pack_q3_k(float d, const int* scale_codes, const uint8_t* codes, uint8_t* out) {
@@ -393,6 +438,19 @@ void pack_q3_k(float d, const int* scale_codes, const uint8_t* codes, uint8_t* o
   std::memcpy(out + 108, &stored, 2);
 }
 
+// With d stored, a sub-block's step can only be d·sc: where sc is small that is coarse, so sc is chosen again
+// among its neighbours for the least error of the sub-block with its codes rounded anew.
+void refine_scale_code(const float* x, float d, int& scale_code) {
+  float unused;
+  double best_error = q3_k_error(x, d * static_cast<float>(scale_code), &unused);
+  const int nearest = scale_code;
+  for (int candidate = std::max(-32, nearest - 2); candidate <= std::min(31, nearest + 2); ++candidate) {
+    if (candidate == nearest) continue;
+    const double error = q3_k_error(x, d * static_cast<float>(candidate), &unused);
+    if (error < best_error) best_error = error, scale_code = candidate;
+  }
+}
+
 void encode_q3_k_super_block(const QuantSpec& spec, const float* x, uint8_t* out) {
   const int group = static_cast<int>(spec.group_size);
   float steps[kQ3SubBlocks];
@@ -412,6 +470,7 @@ void encode_q3_k_super_block(const QuantSpec& spec, const float* x, uint8_t* out
   }
   int scale_codes[kQ3SubBlocks];
   const float d = fit_factor<kQ3SubBlocks>(steps, weights, -32, 31, scale_codes);
+  for (int j = 0; j < kQ3SubBlocks; ++j) refine_scale_code(x + kQ3SubBlock * j, d, scale_codes[j]);
   uint8_t codes[kSuperBlock];
   double our_error = 0;
   for (int j = 0; j < kQ3SubBlocks; ++j) {

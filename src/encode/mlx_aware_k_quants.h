@@ -12,7 +12,8 @@
 //
 // Q3_K (16 sub-blocks of 16, w = d·sc·q' with q' in -4..3 and a signed 6-bit sc, no minimum) relies on MLX's
 // quantizer putting zero on every group's lattice: a sub-block whose codes, counted from the zero code, fit -4..3
-// (or -3..4 with a negative sc) is exact up to the scale quantization.
+// (or -3..4 with a negative sc) is exact up to the scale quantization; the others get the step of least squared
+// error.
 //
 // The lattice of each MLX group (s, b, the codes) is recovered from the values themselves, so the encoder works
 // on any rows that are whole MLX groups (row maps and group-preserving column maps included).

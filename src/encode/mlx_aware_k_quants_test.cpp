@@ -1,6 +1,6 @@
 // The MLX-aware K-quant encoding against llama.cpp's own quantizer (ggml_quantize_chunk) on MLX-dequantized data:
 // ggml decodes our blocks, and their error against the MLX values is at most 0.7× ggml's own for Q4_K and Q5_K on
-// 2/3/4/5-bit sources, at most ggml's for Q3_K (and on every super-block at most ggml's).
+// 2/3/4/5-bit sources, at most 0.75× for Q3_K (and on every super-block at most ggml's).
 #include "encode/mlx_aware_k_quants.h"
 
 #include <fmt/format.h>
@@ -86,12 +86,13 @@ TEST_P(MlxAwareKQuant, ErrorAgainstTheMlxValuesIsAtMost70PercentOfGgmlsForQ4KAnd
     const std::vector<float> our_values = oracle::ggml_dequantize(code, ours.data(), kRows * kRowLength);
     const std::vector<float> their_values = oracle::ggml_dequantize(code, theirs.data(), kRows * kRowLength);
     const double ratio = rmse(our_values, values) / rmse(their_values, values);
-    std::printf("[ MLX-AWARE ] %-4s from affine %d-bit g%d %-4s %-12s rmse ours %.4e  ggml %.4e  ratio %.3f\n",
+    std::printf("[ MLX-AWARE ] %-4s from affine %d-bit g%d %-4s %-12s rmse ours %.4e  ggml %.4e  ratio %.4f\n",
                 ggml_type_info(c.type).name, c.spec.bits, c.spec.group_size, c.scale_dtype == DType::BF16 ? "bf16" : "f16",
                 name, rmse(our_values, values), rmse(their_values, values), ratio);
-    // Q3_K has no minimum: sub-blocks whose codes do not fit -4..3 around zero stay inexact, so it is only held to
-    // ggml's error (measured 0.05-0.85; the worst on 3-bit g32 heavy-tailed data).
-    EXPECT_LE(ratio, c.type == GgmlType::Q3_K ? 1.0 : 0.7) << name;
+    // Q3_K has no minimum: sub-blocks whose codes do not fit -4..3 around zero stay inexact (on 3-bit g32
+    // heavy-tailed data they are 1 in 8 sub-blocks and nearly all of the error left), so it is held to 0.75
+    // (measured 0.03-0.70; the worst, 0.7002, on that data).
+    EXPECT_LE(ratio, c.type == GgmlType::Q3_K ? 0.75 : 0.7) << name;
     // Never worse than ggml on any super-block.
     for (int64_t b = 0; b < kRows * kRowLength / 256; ++b) {
       const auto slice = [&](const std::vector<float>& v) { return std::vector<float>(v.begin() + b * 256, v.begin() + (b + 1) * 256); };
