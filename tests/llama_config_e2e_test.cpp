@@ -62,7 +62,9 @@ TEST_F(LlamaConfigs, TraditionalRopeIsWrittenWithoutTheQueryKeyPermutation) {
 
   // The trap: the permutation every plain llama needs, applied here too.
   const auto source = mlx2gguf::SourceModel::open(folder);
-  mlx2gguf::ConversionPlan plan = mlx2gguf::make_plan(source, {mlx2gguf::OutType::F32});
+  mlx2gguf::PlanOptions options;
+  options.out_type = mlx2gguf::OutType::F32;
+  mlx2gguf::ConversionPlan plan = mlx2gguf::make_plan(source, options);
   const auto& cfg = source.config();
   const int64_t heads = cfg["num_attention_heads"], kv_heads = cfg["num_key_value_heads"], head_dim = cfg["head_dim"];
   int permuted = 0;
