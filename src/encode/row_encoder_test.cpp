@@ -160,6 +160,41 @@ TEST(EncodeRowsQ8_0, ByteIdenticalToGgmlOnValuesAtRoundingTies) {
   expect_matches_ggml(GgmlType::Q8_0, v, 2, 32);
 }
 
+// FP4 blocks (MXFP4: a power-of-two scale per 32; NVFP4: an E4M3 scale per 16) against ggml's quantizer.
+TEST(EncodeRowsFp4, ByteIdenticalToGgmlOnNormalAndHeavyTailedData) {
+  const int64_t rows = 16, row_length = 256;
+  for (GgmlType type : {GgmlType::MXFP4, GgmlType::NVFP4}) {
+    expect_matches_ggml(type, normal_values(rows * row_length, 4, 0.02f), rows, row_length);
+    expect_matches_ggml(type, normal_values(rows * row_length, 5, 3.0f), rows, row_length);
+    expect_matches_ggml(type, heavy_tailed_values(rows * row_length, 6), rows, row_length);
+  }
+}
+
+TEST(EncodeRowsFp4, ByteIdenticalToGgmlOnValuesHalfwayBetweenFp4Values) {
+  // With the block maximum at 6 (MXFP4's scale is then 1 and the FP4 values are 0, ±0.5, ±1, ±1.5, ±2, ±3, ±4, ±6),
+  // every midpoint, just above and below it, zero and -0; both signs. Ties go to the first of the equally near
+  // values in ggml's table order.
+  const float midpoints[] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+  std::vector<float> v;
+  for (float m : midpoints)
+    for (float x : {m, std::nextafter(m, 0.0f), std::nextafter(m, 10.0f)}) {
+      v.push_back(x);
+      v.push_back(-x);
+    }
+  v.push_back(0.0f);
+  v.push_back(-0.0f);
+  v.push_back(1e-30f);
+  v.push_back(-1e-30f);
+  while (v.size() % 32 != 31) v.push_back(0.5f);
+  v.push_back(6.0f);
+  std::vector<float> blocks;
+  for (float scale : {1.0f, 0.125f, 1024.0f, -3.0f})  // the same block at other powers of two, and at a non-power
+    for (float x : v) blocks.push_back(x * scale);
+  while (blocks.size() % 64 != 0) blocks.push_back(0.0f);
+  expect_matches_ggml(GgmlType::MXFP4, blocks, 1, static_cast<int64_t>(blocks.size()));
+  expect_matches_ggml(GgmlType::NVFP4, blocks, 1, static_cast<int64_t>(blocks.size()));
+}
+
 TEST(EncodeRowsQ8_0, AllZeroBlocksAreZeroScaleAndZeroCodes) {
   const std::vector<float> zeros(3 * 64, 0.0f);
   const std::vector<uint8_t> ours = encode(GgmlType::Q8_0, zeros, 3, 64);
