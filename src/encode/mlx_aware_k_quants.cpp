@@ -344,8 +344,7 @@ void encode_super_block(const KFormat& format, const QuantSpec& spec, const floa
 // Stored scale and bias are each rounded to bf16/f16, so zero sits up to about 1% of a step off the lattice; up to
 // 5% is accepted (an error far below any re-rounding).
 // Other sub-blocks aim at the step of least squared error (ggml's starting point, the largest magnitude at code
-// -4, among the candidates). Once d is stored, each sc is chosen again among its neighbours for the sub-block's
-// least error.
+// -4, among the candidates).
 
 constexpr int kQ3SubBlocks = 16;
 constexpr int kQ3SubBlock = kSuperBlock / kQ3SubBlocks;
@@ -438,19 +437,6 @@ void pack_q3_k(float d, const int* scale_codes, const uint8_t* codes, uint8_t* o
   std::memcpy(out + 108, &stored, 2);
 }
 
-// With d stored, a sub-block's step can only be d·sc: where sc is small that is coarse, so sc is chosen again
-// among its neighbours for the least error of the sub-block with its codes rounded anew.
-void refine_scale_code(const float* x, float d, int& scale_code) {
-  float unused;
-  double best_error = q3_k_error(x, d * static_cast<float>(scale_code), &unused);
-  const int nearest = scale_code;
-  for (int candidate = std::max(-32, nearest - 2); candidate <= std::min(31, nearest + 2); ++candidate) {
-    if (candidate == nearest) continue;
-    const double error = q3_k_error(x, d * static_cast<float>(candidate), &unused);
-    if (error < best_error) best_error = error, scale_code = candidate;
-  }
-}
-
 void encode_q3_k_super_block(const QuantSpec& spec, const float* x, uint8_t* out) {
   const int group = static_cast<int>(spec.group_size);
   float steps[kQ3SubBlocks];
@@ -470,7 +456,6 @@ void encode_q3_k_super_block(const QuantSpec& spec, const float* x, uint8_t* out
   }
   int scale_codes[kQ3SubBlocks];
   const float d = fit_factor<kQ3SubBlocks>(steps, weights, -32, 31, scale_codes);
-  for (int j = 0; j < kQ3SubBlocks; ++j) refine_scale_code(x + kQ3SubBlock * j, d, scale_codes[j]);
   uint8_t codes[kSuperBlock];
   double our_error = 0;
   for (int j = 0; j < kQ3SubBlocks; ++j) {
