@@ -128,15 +128,16 @@ SubBlockTarget lattice_target(const float* x, const Lattice& lattice, int nmax) 
   return plain_target(x, nmax);
 }
 
-int clamped_code(float v, int lo, int hi) {
-  if (std::isnan(v)) return 0;
-  return static_cast<int>(std::clamp(std::nearbyint(v), static_cast<float>(lo), static_cast<float>(hi)));
-}
-
 // rounded(v) clamped to [lo, hi] first; NaN becomes lo.
 inline float clamped_rounded(float v, float lo, float hi) {
   const float raised = lo < v ? v : lo;
   return rounded(raised < hi ? raised : hi);
+}
+
+// The same as an integer code; NaN gives code 0.
+int clamped_code(float v, int lo, int hi) {
+  if (std::isnan(v)) return 0;
+  return static_cast<int>(clamped_rounded(v, static_cast<float>(lo), static_cast<float>(hi)));
 }
 
 // Weighted squared errors, and least-squares refits Σw·t·c / Σw·c², of `Count` targets coded with each of
